@@ -1,0 +1,71 @@
+"""``kepsparse.conv2d``: the public sparse convolution, validating at the boundary."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError
+from .formats import SparseFormat, pack
+from .geometry import ConvGeometry
+from .kernels import registry
+
+
+def as_input(x, name: str = "x") -> np.ndarray:
+    """A float32 C-contiguous 4-D array (a correct copy if needed), or InputError."""
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except Exception as exc:  # noqa: BLE001 - anything array-like that fails is bad input
+            raise InputError(f"cannot be read as an array: {exc}", field=name) from None
+    if x.dtype.kind not in "fiu":
+        raise InputError(f"must hold real numbers, got dtype {x.dtype}", field=name)
+    if x.ndim != 4:
+        raise InputError(f"must be 4-D (N, C, H, W), got shape {x.shape}", field=name)
+    if 0 in x.shape:
+        raise InputError(f"has an empty dimension: shape {x.shape}", field=name)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def check_operands(x: np.ndarray, fmt: SparseFormat, bias, geometry: ConvGeometry,
+                   layer: str | None = None):
+    """Shapes must agree; returns bias as float32 (O,) or None."""
+    O, Cg, KH, KW = fmt.shape
+    g = geometry.groups
+    if O % g:
+        raise InputError(f"{O} output channels are not divisible by groups={g}",
+                         layer=layer, field="groups")
+    if x.shape[1] != Cg * g:
+        raise InputError(f"input has {x.shape[1]} channels, the weight expects {Cg * g} "
+                         f"({Cg} per group x {g} groups)", layer=layer, field="x")
+    geometry.output_size(x.shape[2], x.shape[3], KH, KW)  # raises if the input is too small
+    if bias is None:
+        return None
+    b = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
+    if b.shape != (O,):
+        raise InputError(f"bias has {b.size} entries, the layer has {O} output channels",
+                         layer=layer, field="bias")
+    return b
+
+
+def prepared_for(fmt: SparseFormat, kernel: registry.Kernel):
+    """The kernel's repacked form of ``fmt``, built once and cached on the format object."""
+    cache = fmt.__dict__.setdefault("_prepared", {})
+    if kernel.name not in cache:
+        cache[kernel.name] = kernel.prepare(fmt)
+    return cache[kernel.name]
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           backend: str = "reference", relu: bool = False, threads: int | None = None) -> np.ndarray:
+    """2-D convolution of NCHW float32 ``x`` with a sparse (or dense) ``weight``.
+
+    ``weight``: a format object from ``kepsparse.formats`` or a dense (O, C/groups, KH, KW)
+    array (packed with ``format="auto"``). ``padding``: int, (ph, pw), or (top, bottom,
+    left, right). ``backend``: "reference", "numba", "cpp", "auto", or a kernel name.
+    Returns float32 (N, O, Ho, Wo); equals ``torch.nn.functional.conv2d`` up to rounding.
+    """
+    fmt = weight if isinstance(weight, SparseFormat) else pack(weight, "auto")
+    x = as_input(x)
+    geometry = ConvGeometry.make(stride, padding, dilation, groups)
+    b = check_operands(x, fmt, bias, geometry)
+    kernel = registry.select(fmt.name, backend, geometry.groups)
+    return kernel.run(prepared_for(fmt, kernel), x, b, geometry, relu, threads)

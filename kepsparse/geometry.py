@@ -1,0 +1,69 @@
+"""Convolution geometry: stride, padding, dilation, groups, and the output size they give."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import InputError
+
+
+def _pair(value, name: str) -> tuple[int, int]:
+    if isinstance(value, (int,)) or (hasattr(value, "__index__") and not isinstance(value, bool)):
+        return int(value), int(value)
+    try:
+        items = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be an int or a pair of ints, got {value!r}", field=name) from None
+    if len(items) != 2:
+        raise InputError(f"{name} must be an int or a pair of ints, got {value!r}", field=name)
+    return items
+
+
+def _padding(value) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) from an int, a (ph, pw) pair, or a 4-tuple (t, b, l, r)."""
+    if not isinstance(value, (int,)) and hasattr(value, "__len__") and len(value) == 4:
+        try:
+            return tuple(int(v) for v in value)
+        except (TypeError, ValueError):
+            raise InputError(f"padding must be ints, got {value!r}", field="padding") from None
+    ph, pw = _pair(value, "padding")
+    return ph, ph, pw, pw
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    @classmethod
+    def make(cls, stride=1, padding=0, dilation=1, groups=1) -> "ConvGeometry":
+        g = cls(_pair(stride, "stride"), _padding(padding), _pair(dilation, "dilation"), int(groups))
+        if min(g.stride) < 1:
+            raise InputError(f"stride must be >= 1, got {g.stride}", field="stride")
+        if min(g.dilation) < 1:
+            raise InputError(f"dilation must be >= 1, got {g.dilation}", field="dilation")
+        if min(g.padding) < 0:
+            raise InputError(f"padding must be >= 0, got {g.padding}", field="padding")
+        if g.groups < 1:
+            raise InputError(f"groups must be >= 1, got {g.groups}", field="groups")
+        return g
+
+    def output_size(self, H: int, W: int, KH: int, KW: int) -> tuple[int, int]:
+        """(Ho, Wo); InputError if the padded input is smaller than the dilated kernel."""
+        pt, pb, pl, pr = self.padding
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        span_h, span_w = dh * (KH - 1) + 1, dw * (KW - 1) + 1
+        Hp, Wp = H + pt + pb, W + pl + pr
+        if Hp < span_h or Wp < span_w:
+            raise InputError(f"padded input {Hp}x{Wp} is smaller than the dilated kernel "
+                             f"{span_h}x{span_w}", field="input")
+        return (Hp - span_h) // sh + 1, (Wp - span_w) // sw + 1
+
+    def to_json(self) -> dict:
+        return {"stride": list(self.stride), "padding": list(self.padding),
+                "dilation": list(self.dilation), "groups": self.groups}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ConvGeometry":
+        return cls.make(d["stride"], d["padding"], d["dilation"], d["groups"])

@@ -1,0 +1,187 @@
+"""The .kep file: a safetensors container plus JSON metadata. No pickle anywhere.
+
+Header metadata (string -> string, safetensors ``__metadata__``):
+    "format":  "kepsparse"           the magic
+    "version": "1"                   KEP_FILE_VERSION; newer files are refused by older readers
+    "model":   JSON {"layers": [{"name", "format", "shape", "geometry" (or null),
+                                 "has_bias"}, ...], "metadata": {...}}
+Tensors: ``layers/<i>/<array>`` for each array of layer i's format (see the format's module)
+and ``layers/<i>/bias`` (float32 (O,)) when it has one. Nothing else is allowed.
+
+Loading validates everything (tensor set, dtypes, shapes, every index and count) before any
+kernel can see it. Saving writes a temporary file beside the target and renames it over
+the target, so a failed or interrupted save leaves the previous file intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import KepError, KepFileError
+from .formats import FORMATS
+from .geometry import ConvGeometry
+from .model import SparseConv, SparseModel
+
+MAGIC = "kepsparse"
+KEP_FILE_VERSION = 1
+
+
+def _tensor_name(i: int, array: str) -> str:
+    return f"layers/{i}/{array}"
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save(model: SparseModel, path) -> None:
+    """Write ``model`` to ``path`` (.kep) atomically."""
+    from safetensors.numpy import save as st_save
+
+    tensors: dict[str, np.ndarray] = {}
+    entries = []
+    for i, layer in enumerate(model):
+        layer.weight.validate()
+        for array_name, arr in layer.weight.arrays().items():
+            tensors[_tensor_name(i, array_name)] = np.ascontiguousarray(arr)
+        if layer.bias is not None:
+            tensors[_tensor_name(i, "bias")] = np.ascontiguousarray(layer.bias, dtype=np.float32)
+        entries.append({"name": layer.name, "format": layer.weight.name,
+                        "shape": list(layer.weight.shape),
+                        "geometry": None if layer.geometry is None else layer.geometry.to_json(),
+                        "has_bias": layer.bias is not None})
+    header = {"format": MAGIC, "version": str(KEP_FILE_VERSION),
+              "model": json.dumps({"layers": entries, "metadata": model.metadata})}
+    target = Path(path)
+    if not target.parent.exists():
+        raise KepFileError("output folder does not exist", path=target)
+    atomic_write_bytes(target, st_save(tensors, metadata=header))
+
+
+def _read_container(path: Path):
+    """(header metadata, tensors) of a safetensors file, or KepFileError."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    if not path.exists():
+        raise KepFileError("no such file", path=path)
+    if not path.is_file():
+        raise KepFileError("not a regular file", path=path)
+    data = path.read_bytes()
+    if len(data) < 8:
+        raise KepFileError(f"truncated: {len(data)} bytes, not a .kep file", path=path)
+    header_len = int.from_bytes(data[:8], "little")
+    if header_len > len(data) - 8:
+        raise KepFileError(f"truncated or not a .kep file: header claims {header_len} bytes, "
+                           f"file has {len(data) - 8}", path=path)
+    try:
+        header = json.loads(data[8:8 + header_len])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise KepFileError("not a .kep file (header is not JSON)", path=path) from None
+    if not isinstance(header, dict):
+        raise KepFileError("not a .kep file (header is not a JSON object)", path=path)
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or meta.get("format") != MAGIC:
+        raise KepFileError(f"not a .kep file (no '{MAGIC}' magic in the header)", path=path)
+    version = meta.get("version")
+    if version != str(KEP_FILE_VERSION):
+        raise KepFileError(f"file format version {version!r} is not supported (this kepsparse "
+                           f"reads version {KEP_FILE_VERSION})", path=path, field="version")
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError, TypeError) as exc:
+        raise KepFileError(f"corrupted tensor data: {exc}", path=path) from None
+    return meta, tensors
+
+
+def load(path) -> SparseModel:
+    """Read and fully validate a .kep file."""
+    path = Path(path)
+    meta, tensors = _read_container(path)
+    try:
+        doc = json.loads(meta.get("model", ""))
+        entries = doc["layers"]
+        if not isinstance(entries, list):
+            raise TypeError("'layers' is not a list")
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise KepFileError(f"model description is unreadable: {exc}", path=path,
+                           field="model") from None
+    model = SparseModel(metadata=doc.get("metadata") or {})
+    used: set[str] = set()
+    for i, entry in enumerate(entries):
+        try:
+            layer = _load_layer(i, entry, tensors, used)
+        except KepError as exc:
+            raise KepFileError(exc.message, path=path, layer=exc.layer or _entry_name(entry, i),
+                               field=exc.field) from None
+        if layer.name in model.layers:
+            raise KepFileError("duplicate layer name", path=path, layer=layer.name)
+        model.add(layer)
+    extra = sorted(set(tensors) - used)
+    if extra:
+        raise KepFileError(f"tensors not described by any layer: {', '.join(extra[:5])}",
+                           path=path, field="tensors")
+    return model
+
+
+def _entry_name(entry, i: int) -> str:
+    return entry.get("name", f"#{i}") if isinstance(entry, dict) else f"#{i}"
+
+
+def _load_layer(i: int, entry, tensors: dict, used: set) -> SparseConv:
+    if not isinstance(entry, dict):
+        raise KepFileError("layer entry is not an object", layer=f"#{i}")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise KepFileError("layer has no name", layer=f"#{i}", field="name")
+    fmt_name = entry.get("format")
+    if fmt_name not in FORMATS:
+        raise KepFileError(f"unknown format {fmt_name!r}", layer=name, field="format")
+    cls = FORMATS[fmt_name]
+    prefix = f"layers/{i}/"
+    arrays = {k[len(prefix):]: v for k, v in tensors.items()
+              if k.startswith(prefix) and k != prefix + "bias"}
+    used.update(prefix + k for k in arrays)
+    weight = cls.from_arrays(entry.get("shape", ()), arrays)  # validates every invariant
+    extra = set(arrays) - set(weight.arrays())
+    if extra:
+        raise KepFileError(f"unexpected arrays {sorted(extra)}", layer=name, field="tensors")
+    bias = None
+    if entry.get("has_bias"):
+        if prefix + "bias" not in tensors:
+            raise KepFileError("missing", layer=name, field="bias")
+        bias = tensors[prefix + "bias"]
+        used.add(prefix + "bias")
+        if bias.dtype != np.float32 or bias.shape != (weight.shape[0],):
+            raise KepFileError(f"must be float32 ({weight.shape[0]},), got {bias.dtype} "
+                               f"{bias.shape}", layer=name, field="bias")
+        if not np.all(np.isfinite(bias)):
+            raise KepFileError("holds NaN or Inf", layer=name, field="bias")
+    geometry = None
+    if entry.get("geometry") is not None:
+        try:
+            geometry = ConvGeometry.from_json(entry["geometry"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KepFileError(f"unreadable: {exc}", layer=name, field="geometry") from None
+        if weight.shape[0] % geometry.groups:
+            raise KepFileError(f"groups={geometry.groups} does not divide {weight.shape[0]} "
+                               "output channels", layer=name, field="geometry")
+    return SparseConv(name, weight, bias, geometry)

@@ -1,0 +1,4 @@
+"""Convolution kernels: the registry and one module per backend."""
+from .registry import BACKENDS, Kernel, all_kernels, backend_status, get, register, select
+
+__all__ = ["BACKENDS", "Kernel", "all_kernels", "backend_status", "get", "register", "select"]

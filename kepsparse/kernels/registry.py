@@ -1,0 +1,121 @@
+"""Kernel registry: every convolution kernel is registered once, here, with what it is.
+
+A ``Kernel`` says its backend, the formats it runs, dtype, ISA and constraints. Tests and
+benchmarks iterate ``all_kernels()``, so registering a kernel gets it tested and measured.
+
+Calling convention (the boundary has already validated everything):
+    prepared = kernel.prepare(fmt)          # repack once, through the format class
+    y = kernel.run(prepared, x, bias, geometry, relu, threads)
+      x: float32 C-contiguous (N, C, H, W); bias: float32 (O,) or None;
+      returns float32 (N, O, Ho, Wo).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import BackendUnavailableError, UnsupportedError
+
+BACKENDS = ("reference", "numba", "cpp")
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str                      # e.g. "pattern_f32_ref": format, dtype, tile/ISA
+    backend: str                   # one of BACKENDS
+    formats: tuple[str, ...]       # format names it runs
+    prepare: Callable[[Any], Any]
+    run: Callable[..., Any]
+    dtype: str = "float32"
+    isa: str = "any"
+    constraints: str = ""          # human-readable limits, e.g. "groups=1"
+    supports_groups: bool = True
+    available: Callable[[], str | None] = field(default=lambda: None)  # None or why not
+    priority: int = 0              # higher wins in "auto"
+
+    def unavailable_reason(self) -> str | None:
+        return self.available()
+
+
+_KERNELS: dict[str, Kernel] = {}
+
+
+def register(kernel: Kernel) -> Kernel:
+    if kernel.name in _KERNELS:
+        raise ValueError(f"kernel {kernel.name!r} registered twice")
+    if kernel.backend not in BACKENDS:
+        raise ValueError(f"kernel {kernel.name!r}: unknown backend {kernel.backend!r}")
+    _KERNELS[kernel.name] = kernel
+    return kernel
+
+
+def _load_backends() -> None:
+    # importing the backend modules registers their kernels
+    from . import reference  # noqa: F401
+    for module in ("numba_kernels", "cpp"):
+        try:
+            __import__(f"{__package__}.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{module}":
+                raise
+
+
+def all_kernels(include_unavailable: bool = False) -> list[Kernel]:
+    _load_backends()
+    ks = sorted(_KERNELS.values(), key=lambda k: k.name)
+    return ks if include_unavailable else [k for k in ks if k.unavailable_reason() is None]
+
+
+def get(name: str) -> Kernel:
+    _load_backends()
+    if name not in _KERNELS:
+        raise UnsupportedError(f"no kernel named {name!r}; known: {', '.join(sorted(_KERNELS))}",
+                               field="kernel")
+    return _KERNELS[name]
+
+
+def select(format_name: str, backend: str = "auto", groups: int = 1) -> Kernel:
+    """The kernel to run ``format_name`` on ``backend`` (a backend name, a kernel name, or auto)."""
+    _load_backends()
+    if backend in _KERNELS:
+        k = _KERNELS[backend]
+        if format_name not in k.formats:
+            raise UnsupportedError(f"kernel {k.name!r} does not run the {format_name!r} format "
+                                   f"(it runs {', '.join(k.formats)})", field="backend")
+        candidates = [k]
+    elif backend == "auto":
+        candidates = [k for k in _KERNELS.values() if format_name in k.formats]
+    elif backend in BACKENDS:
+        candidates = [k for k in _KERNELS.values() if k.backend == backend and format_name in k.formats]
+        if not candidates:
+            raise UnsupportedError(f"backend {backend!r} has no kernel for the {format_name!r} format",
+                                   field="backend")
+    else:
+        raise UnsupportedError(f"unknown backend {backend!r}; choose from auto, "
+                               f"{', '.join(BACKENDS)} or a kernel name", field="backend")
+    if groups != 1:
+        candidates = [k for k in candidates if k.supports_groups] or candidates
+    usable = [k for k in candidates if k.unavailable_reason() is None]
+    if not usable:
+        reasons = "; ".join(f"{k.name}: {k.unavailable_reason()}" for k in candidates)
+        raise BackendUnavailableError(f"no usable kernel for format {format_name!r} on backend "
+                                      f"{backend!r} ({reasons})", field="backend")
+    if groups != 1 and not usable[0].supports_groups:
+        raise UnsupportedError(f"kernel {usable[0].name!r} does not support groups={groups}",
+                               field="groups")
+    return max(usable, key=lambda k: (k.priority, k.name))
+
+
+def backend_status() -> dict[str, str | None]:
+    """For each backend: None if at least one kernel is usable, else the reason."""
+    _load_backends()
+    status: dict[str, str | None] = {}
+    for b in BACKENDS:
+        ks = [k for k in _KERNELS.values() if k.backend == b]
+        if not ks:
+            status[b] = "no kernels registered"
+        elif any(k.unavailable_reason() is None for k in ks):
+            status[b] = None
+        else:
+            status[b] = ks[0].unavailable_reason()
+    return status

@@ -1,0 +1,85 @@
+"""``SparseModel``: named sparse conv layers, what ``convert`` makes and a .kep file holds."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .conv import as_input, check_operands, prepared_for
+from .errors import InputError
+from .formats import SparseFormat
+from .geometry import ConvGeometry
+from .kernels import registry
+
+
+@dataclass
+class SparseConv:
+    """One convolution layer: packed weight, optional bias, geometry.
+
+    ``geometry`` is None when the source did not record it (a bare state_dict holds only
+    tensors); such a layer is run by passing ``stride``/``padding``/... explicitly.
+    """
+    name: str
+    weight: SparseFormat
+    bias: np.ndarray | None = None
+    geometry: ConvGeometry | None = None
+
+    @property
+    def shape(self):
+        return self.weight.shape
+
+    def __call__(self, x, backend: str = "reference", relu: bool = False, threads=None,
+                 **geometry_kwargs) -> np.ndarray:
+        if geometry_kwargs:
+            geometry = ConvGeometry.make(**geometry_kwargs)
+        elif self.geometry is not None:
+            geometry = self.geometry
+        else:
+            raise InputError("stride/padding/dilation were not recorded in the source "
+                             "(a bare state_dict); pass them explicitly", layer=self.name,
+                             field="geometry")
+        x = as_input(x)
+        b = check_operands(x, self.weight, self.bias, geometry, layer=self.name)
+        kernel = registry.select(self.weight.name, backend, geometry.groups)
+        return kernel.run(prepared_for(self.weight, kernel), x, b, geometry, relu, threads)
+
+    def summary(self) -> dict:
+        w = self.weight
+        return {"name": self.name, "shape": list(w.shape), "format": w.name, "nnz": w.nnz,
+                "sparsity": round(w.sparsity, 6), "value_bytes": w.value_bytes,
+                "index_bytes": w.index_bytes,
+                "geometry": None if self.geometry is None else self.geometry.to_json()}
+
+
+@dataclass
+class SparseModel:
+    """Named sparse conv layers in source order, plus free-form metadata (source, ...)."""
+    layers: dict[str, SparseConv] = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+
+    def add(self, layer: SparseConv) -> None:
+        if layer.name in self.layers:
+            raise ValueError(f"duplicate layer name {layer.name!r}")
+        self.layers[layer.name] = layer
+
+    def __getitem__(self, name: str) -> SparseConv:
+        if name not in self.layers:
+            raise KeyError(f"no layer {name!r}; layers: {', '.join(self.layers)}")
+        return self.layers[name]
+
+    def __iter__(self):
+        return iter(self.layers.values())
+
+    def __len__(self):
+        return len(self.layers)
+
+    def summary(self) -> dict:
+        rows = [layer.summary() for layer in self]
+        total = sum(int(np.prod(r["shape"])) for r in rows)
+        nnz = sum(r["nnz"] for r in rows)
+        return {"layers": rows, "totals": {
+            "layers": len(rows), "weights": total, "nnz": nnz,
+            "sparsity": round(1 - nnz / total, 6) if total else 0.0,
+            "value_bytes": sum(r["value_bytes"] for r in rows),
+            "index_bytes": sum(r["index_bytes"] for r in rows),
+            "dense_bytes": 4 * total}}
