@@ -31,16 +31,26 @@ def _to_numpy(t) -> np.ndarray:
     return t.numpy()
 
 
+def _weights_only_detail(message: str) -> str:
+    """The informative line of torch's long weights_only error (it wraps it in advice)."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if "GLOBAL" in ln or ln.startswith("Unsupported")]
+    return (useful[0] if useful else (lines[-1] if lines else ""))[:300]
+
+
 def tensors_from_torch_file(path: Path) -> dict[str, np.ndarray]:
     torch = _torch()
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ConvertError("refused: the checkpoint holds pickled Python objects other than "
-                           "tensors, and kepsparse never unpickles code (weights_only=True). "
-                           "Save model.state_dict() instead. Detail: " + first[:300],
-                           path=path) from None
+        detail = _weights_only_detail(str(exc))
+        if "GLOBAL" in detail:  # the pickle names a Python callable/class: code, not tensors
+            raise ConvertError("refused: the checkpoint holds pickled Python objects other than "
+                               "tensors, and kepsparse never unpickles code (weights_only=True). "
+                               f"Save model.state_dict() instead. Detail: {detail}",
+                               path=path) from None
+        raise ConvertError(f"cannot read as a PyTorch checkpoint (corrupted or not a "
+                           f"checkpoint): {detail}", path=path) from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for unreadable files
         raise ConvertError(f"cannot read as a PyTorch checkpoint: {type(exc).__name__}: "
                            f"{str(exc).splitlines()[0][:300] if str(exc) else ''}", path=path) from None
