@@ -1,0 +1,244 @@
+"""The numba backend: shift-and-accumulate sparse convolution, JIT-compiled for the host CPU.
+
+Kernels (one shared engine, one registry entry per format it reads):
+
+    pattern_f32_numba   KEP pattern format
+    csr_f32_numba       element CSR format
+    dense_f32_numba     dense format (every stored position, zeros included)
+
+Algorithm (the specification in ``reference.py``, reorganised so LLVM vectorises it):
+
+1. Per call, the input is padded and split by stride phase ("space to depth") into
+       Xs[n, c, ph, pw, i, j] = Xp[n, c, i*sh + ph, j*sw + pw]      (0 outside the input)
+   of plane size Hs x Ws (Hs = ceil(Hp / sh), Ws = ceil(Wp / sw)). A kernel tap (kh, kw)
+   then reads the phase plane (kh*dh % sh, kw*dw % sw) at row/column offset
+   (kh*dh // sh, kw*dw // sw) with unit stride, so every stride becomes stride 1.
+2. An output plane is computed "wide": as the flat vector Yw[q] = Yw[ho * Ws + wo] over
+   0 <= q < (Ho - 1) * Ws + Wo. In that flat numbering every stored weight
+   (c, kh, kw) = w is one contiguous AXPY:  Yw[q] += w * Xs_flat[n, c, tapoff(kh, kw) + q],
+   a unit-stride loop LLVM vectorises whatever the stride, padding or dilation. The columns
+   wo >= Wo of the wide rows are computed and thrown away (Ws - Wo of every Ws, e.g. 2/58
+   at 56x56, 2/9 at 7x7).
+3. Each parallel task is one (image, output channel). The wide plane is cut into chunks of
+   whole rows (about ``_CHUNK`` floats, an L1-resident accumulator); for a chunk the
+   channel's entries are applied four at a time (one accumulator load/store per four FMAs),
+   then bias, ReLU and the crop to Wo are fused into the store to ``y``.
+
+Accumulation is float32 in the order of the prepared entries (input channel, then kernel
+row, then column) independently of the thread count, so results are identical for any
+``threads``. ``fastmath={"contract"}`` only lets LLVM fuse multiply+add into FMA (no
+reassociation, no finite-math assumptions).
+
+Prepared (repacked once, by ``prepare`` through the format's ``coo()``) layout, a dict:
+    indptr  int64 (O + 1,)   entries of output channel o are [indptr[o], indptr[o + 1])
+    chan    int32 (nnz,)     input channel inside o's group
+    tap     int32 (nnz,)     kh * KW + kw
+    val     float32 (nnz,)   the weight
+Entries of one output channel are ordered by (chan, tap). Importing this module compiles
+nothing: kernels compile on first call and are cached on disk (``cache=True``).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from .registry import Kernel, register
+from ..errors import InputError
+
+try:  # the module must import (and register) without numba; kernels then say why not
+    import numba
+    from numba import njit, prange
+    _NUMBA_MISSING: str | None = None
+except ImportError as exc:  # pragma: no cover - exercised only without numba
+    numba = None
+    _NUMBA_MISSING = f"numba is not importable: {exc}"
+
+    def njit(*args, **kwargs):  # noqa: D103 - stand-in decorator
+        if args and callable(args[0]):
+            return args[0]
+        return lambda f: f
+
+    prange = range
+
+_CHUNK = 1024       # target floats of one accumulator chunk (4 KiB, L1-resident)
+_FLAGS = dict(cache=True, nogil=True, fastmath={"contract"})
+
+
+def _available() -> str | None:
+    return _NUMBA_MISSING
+
+
+# --------------------------------------------------------------------------- kernels
+
+@njit(parallel=True, **_FLAGS)
+def _pack_input(x, pt, pl, sh, sw, xs):
+    """Pad + stride-phase split: xs[n, c, ph, pw, i, j] = x[n, c, i*sh+ph-pt, j*sw+pw-pl] or 0."""
+    N, C, H, W = x.shape
+    Hs, Ws = xs.shape[4], xs.shape[5]
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc - n * C
+        for ph in range(sh):
+            for pw in range(sw):
+                for i in range(Hs):
+                    row = xs[n, c, ph, pw, i]
+                    r = i * sh + ph - pt
+                    if r < 0 or r >= H:
+                        for j in range(Ws):
+                            row[j] = 0.0
+                        continue
+                    src = x[n, c, r]
+                    for j in range(Ws):
+                        col = j * sw + pw - pl
+                        if col >= 0 and col < W:
+                            row[j] = src[col]
+                        else:
+                            row[j] = 0.0
+
+
+@njit(parallel=True, **_FLAGS)
+def _conv_wide(xs, indptr, chan, tap, val, tapoff, Og, Cg, Ho, Wo, rows_per_chunk,
+               bias, has_bias, relu, y):
+    """y[n, o] = crop(sum over o's entries of val * shifted Xs plane) (+ bias, ReLU)."""
+    N = xs.shape[0]
+    C = xs.shape[1]
+    Ws = xs.shape[5]
+    CS = xs.shape[2] * xs.shape[3] * xs.shape[4] * Ws   # floats per input channel
+    O = y.shape[1]
+    xflat = xs.reshape(N, C * CS)
+    qtot = (Ho - 1) * Ws + Wo
+    L = rows_per_chunk * Ws
+    nchunks = (Ho + rows_per_chunk - 1) // rows_per_chunk
+    for task in prange(N * O):
+        n = task // O
+        o = task - n * O
+        xn = xflat[n]
+        yo = y[n, o]
+        acc = np.empty(L, np.float32)
+        cbase = (o // Og) * Cg * CS
+        e0 = indptr[o]
+        e1 = indptr[o + 1]
+        b = bias[o] if has_bias else np.float32(0.0)
+        for k in range(nchunks):
+            q0 = k * L
+            m = min(L, qtot - q0)
+            for i in range(m):
+                acc[i] = 0.0
+            e = e0
+            while e + 4 <= e1:
+                x0 = xn[cbase + chan[e] * CS + tapoff[tap[e]] + q0:]
+                x1 = xn[cbase + chan[e + 1] * CS + tapoff[tap[e + 1]] + q0:]
+                x2 = xn[cbase + chan[e + 2] * CS + tapoff[tap[e + 2]] + q0:]
+                x3 = xn[cbase + chan[e + 3] * CS + tapoff[tap[e + 3]] + q0:]
+                w0 = val[e]
+                w1 = val[e + 1]
+                w2 = val[e + 2]
+                w3 = val[e + 3]
+                for i in range(m):
+                    a = acc[i]
+                    a += w0 * x0[i]
+                    a += w1 * x1[i]
+                    a += w2 * x2[i]
+                    a += w3 * x3[i]
+                    acc[i] = a
+                e += 4
+            while e < e1:
+                x0 = xn[cbase + chan[e] * CS + tapoff[tap[e]] + q0:]
+                w0 = val[e]
+                for i in range(m):
+                    acc[i] += w0 * x0[i]
+                e += 1
+            # crop the wide rows to Wo, fuse bias and ReLU
+            r0 = k * rows_per_chunk
+            r1 = min(r0 + rows_per_chunk, Ho)
+            for r in range(r0, r1):
+                src = acc[(r - r0) * Ws:]
+                dst = yo[r]
+                for j in range(Wo):
+                    v = src[j] + b
+                    if relu and v < 0.0:
+                        v = 0.0
+                    dst[j] = v
+
+
+# --------------------------------------------------------------------------- Python side
+
+def prepare(fmt) -> dict:
+    """Repack ``fmt`` once (through its ``coo()``) into per-output-channel entry lists."""
+    O, Cg, KH, KW = fmt.shape
+    o, c, kh, kw, v = fmt.coo()
+    o = np.asarray(o, np.int64)
+    order = np.argsort(o * (Cg * KH * KW) + (np.asarray(c, np.int64) * KH + kh) * KW + kw,
+                       kind="stable")
+    indptr = np.zeros(O + 1, np.int64)
+    np.cumsum(np.bincount(o, minlength=O), out=indptr[1:])
+    return {
+        "shape": (O, Cg, KH, KW),
+        "indptr": indptr,
+        "chan": np.ascontiguousarray(np.asarray(c)[order], np.int32),
+        "tap": np.ascontiguousarray((np.asarray(kh, np.int64) * KW + kw)[order], np.int32),
+        "val": np.ascontiguousarray(np.asarray(v)[order], np.float32),
+    }
+
+
+@contextlib.contextmanager
+def _num_threads(threads):
+    """Run numba parallel regions with ``threads`` threads (None: numba's default)."""
+    if threads is None:
+        yield
+        return
+    t = int(threads)
+    if t < 1:
+        raise InputError(f"threads must be >= 1, got {threads}", field="threads")
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(t, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+def _rows_per_chunk(Ho: int, Ws: int) -> int:
+    """Whole rows per accumulator chunk: about _CHUNK floats, chunks of balanced size."""
+    target = max(1, _CHUNK // Ws)
+    n_chunks = -(-Ho // target)
+    return -(-Ho // n_chunks)
+
+
+def run(prepared, x, bias, geometry, relu=False, threads=None):
+    if _NUMBA_MISSING is not None:
+        from ..errors import BackendUnavailableError
+        raise BackendUnavailableError(_NUMBA_MISSING, field="backend")
+    O, Cg, KH, KW = prepared["shape"]
+    # the boundary (conv2d) already gives float32 C-contiguous; a direct caller gets a copy
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    N, C, H, W = x.shape
+    Ho, Wo = geometry.output_size(H, W, KH, KW)
+    pt, pb, pl, pr = geometry.padding
+    (sh, sw), (dh, dw) = geometry.stride, geometry.dilation
+    Hs, Ws = -(-(H + pt + pb) // sh), -(-(W + pl + pr) // sw)
+    rh, rw = np.arange(KH) * dh, np.arange(KW) * dw
+    plane = Hs * Ws
+    tapoff = ((((rh % sh)[:, None] * sw + (rw % sw)[None, :]) * plane)
+              + (rh // sh)[:, None] * Ws + (rw // sw)[None, :]).reshape(-1).astype(np.int64)
+    has_bias = bias is not None
+    b = (np.ascontiguousarray(bias, dtype=np.float32) if has_bias
+         else np.zeros(O, np.float32))
+    xs = np.empty((N, C, sh, sw, Hs, Ws), np.float32)
+    y = np.empty((N, O, Ho, Wo), np.float32)
+    with _num_threads(threads):
+        _pack_input(x, pt, pl, sh, sw, xs)
+        _conv_wide(xs, prepared["indptr"], prepared["chan"], prepared["tap"], prepared["val"],
+                   tapoff, O // geometry.groups, Cg, Ho, Wo, _rows_per_chunk(Ho, Ws),
+                   b, has_bias, bool(relu), y)
+    return y
+
+
+_CONSTRAINTS = ("float32 NCHW; any stride, 4-sided padding, dilation, groups; "
+                "wide-row AXPY, entries 4 per accumulator pass, prange over (image, out channel)")
+
+for _fmt, _priority in (("pattern", 0), ("csr", 0), ("dense", -10)):
+    register(Kernel(name=f"{_fmt}_f32_numba", backend="numba", formats=(_fmt,), prepare=prepare,
+                    run=run, isa="llvm-host", constraints=_CONSTRAINTS, available=_available,
+                    priority=_priority))
