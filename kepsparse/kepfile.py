@@ -2,11 +2,17 @@
 
 Header metadata (string -> string, safetensors ``__metadata__``):
     "format":  "kepsparse"           the magic
-    "version": "1"                   KEP_FILE_VERSION; newer files are refused by older readers
+    "version": "2"                   KEP_FILE_VERSION; newer files are refused by older readers
+                                     (version-1 files, which have no graph, are still read)
     "model":   JSON {"layers": [{"name", "format", "shape", "geometry" (or null),
-                                 "has_bias"}, ...], "metadata": {...}}
+                                 "has_bias"}, ...], "metadata": {...},
+                     "graph": null or {"inputs", "outputs", "nodes", "constants"}}
 Tensors: ``layers/<i>/<array>`` for each array of layer i's format (see the format's module)
-and ``layers/<i>/bias`` (float32 (O,)) when it has one. Nothing else is allowed.
+and ``layers/<i>/bias`` (float32 (O,)) when it has one; ``graph/constants/<j>`` for the j-th
+name of the graph's "constants" list (see ``kepsparse/runtime/graph.py``). Nothing else is
+allowed. A file with a graph loads as a ``kepsparse.runtime.GraphModel`` (callable: y = m(x)),
+after the graph is validated (every node input defined before use, ops known, attribute
+types right, SparseConv nodes naming existing layers).
 
 Loading validates everything (tensor set, dtypes, shapes, every index and count) before any
 kernel can see it. Saving writes a temporary file beside the target and renames it over
@@ -27,7 +33,8 @@ from .geometry import ConvGeometry
 from .model import SparseConv, SparseModel
 
 MAGIC = "kepsparse"
-KEP_FILE_VERSION = 1
+KEP_FILE_VERSION = 2
+READABLE_VERSIONS = ("1", "2")
 
 
 def _tensor_name(i: int, array: str) -> str:
@@ -68,8 +75,13 @@ def save(model: SparseModel, path) -> None:
                         "shape": list(layer.weight.shape),
                         "geometry": None if layer.geometry is None else layer.geometry.to_json(),
                         "has_bias": layer.bias is not None})
-    header = {"format": MAGIC, "version": str(KEP_FILE_VERSION),
-              "model": json.dumps({"layers": entries, "metadata": model.metadata})}
+    doc = {"layers": entries, "metadata": model.metadata, "graph": None}
+    graph = getattr(model, "graph", None)
+    if graph is not None:
+        doc["graph"] = graph.to_json()
+        for j, (name, arr) in enumerate(graph.constants.items()):
+            tensors[f"graph/constants/{j}"] = np.ascontiguousarray(arr)
+    header = {"format": MAGIC, "version": str(KEP_FILE_VERSION), "model": json.dumps(doc)}
     target = Path(path)
     if not target.parent.exists():
         raise KepFileError("output folder does not exist", path=target)
@@ -102,9 +114,10 @@ def _read_container(path: Path):
     if not isinstance(meta, dict) or meta.get("format") != MAGIC:
         raise KepFileError(f"not a .kep file (no '{MAGIC}' magic in the header)", path=path)
     version = meta.get("version")
-    if version != str(KEP_FILE_VERSION):
+    if version not in READABLE_VERSIONS:
         raise KepFileError(f"file format version {version!r} is not supported (this kepsparse "
-                           f"reads version {KEP_FILE_VERSION})", path=path, field="version")
+                           f"reads versions {', '.join(READABLE_VERSIONS)})", path=path,
+                           field="version")
     try:
         tensors = load(data)
     except (SafetensorError, ValueError, TypeError) as exc:
@@ -124,7 +137,15 @@ def load(path) -> SparseModel:
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise KepFileError(f"model description is unreadable: {exc}", path=path,
                            field="model") from None
-    model = SparseModel(metadata=doc.get("metadata") or {})
+    metadata = doc.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise KepFileError("metadata is not an object", path=path, field="metadata")
+    graph_doc = doc.get("graph") if meta.get("version") != "1" else None
+    if graph_doc is not None:
+        from .runtime.engine import GraphModel
+        model = GraphModel(metadata=metadata)
+    else:
+        model = SparseModel(metadata=metadata)
     used: set[str] = set()
     for i, entry in enumerate(entries):
         try:
@@ -135,6 +156,9 @@ def load(path) -> SparseModel:
         if layer.name in model.layers:
             raise KepFileError("duplicate layer name", path=path, layer=layer.name)
         model.add(layer)
+    if graph_doc is not None:
+        from .runtime.graph import graph_from_json
+        model.graph = graph_from_json(graph_doc, tensors, used, model.layers, path)
     extra = sorted(set(tensors) - used)
     if extra:
         raise KepFileError(f"tensors not described by any layer: {', '.join(extra[:5])}",
@@ -153,7 +177,7 @@ def _load_layer(i: int, entry, tensors: dict, used: set) -> SparseConv:
     if not isinstance(name, str) or not name:
         raise KepFileError("layer has no name", layer=f"#{i}", field="name")
     fmt_name = entry.get("format")
-    if fmt_name not in FORMATS:
+    if not isinstance(fmt_name, str) or fmt_name not in FORMATS:
         raise KepFileError(f"unknown format {fmt_name!r}", layer=name, field="format")
     cls = FORMATS[fmt_name]
     prefix = f"layers/{i}/"
