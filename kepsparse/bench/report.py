@@ -1,0 +1,375 @@
+"""Reporting: summary (geometric means, the issue's targets), rich tables, markdown, plot.
+
+Everything here reads the result document of ``runner.run_bench`` (also what ``--json``
+writes), so a saved run can be re-rendered (``kepsparse bench --from-json FILE``).
+
+Series compared with the baseline competitor (onnxruntime when present):
+- each kernel contender (``name`` or ``name:format``), ``auto`` and each dense competitor;
+- ``best cpp`` / ``best numba``: per case, the fastest verified kernel of that backend.
+Geometric means are over the distinct layer shapes of the focus network (ResNet-18 when it
+was run, else every selected layer), per batch, threads, structure and sparsity.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+FOCUS_NETWORK = "resnet18"
+BASELINE = "onnxruntime"
+SHORT = {"torch_nchw": "torch", "torch_channels_last": "torch_cl", "onnxruntime": "ort"}
+
+# (label, structure, sparsity, threshold) on the best C++ kernel's speedup vs onnxruntime
+SPEEDUP_TARGETS = (("KEP pattern @90%: C++ >= 6x onnxruntime", "kep", 0.9, 6.0),
+                   ("KEP pattern @80%: C++ >= 3.5x onnxruntime", "kep", 0.8, 3.5),
+                   ("KEP pattern @50%: C++ >= 1.3x onnxruntime", "kep", 0.5, 1.3),
+                   ("unstructured @90%: C++ >= 4x onnxruntime", "random", 0.9, 4.0))
+USEFUL_TARGET = ("KEP pattern @90%: C++ useful >= 120 GFLOP/s", "kep", 0.9, 120.0)
+NUMBA_TARGET = ("numba within 2x of C++ (time ratio <= 2)", 2.0)
+TARGET_BATCH, TARGET_THREADS = 1, 2
+
+
+def geomean(values) -> float | None:
+    vals = [v for v in values if v is not None and v > 0 and math.isfinite(v)]
+    if not vals:
+        return None
+    return math.exp(sum(math.log(v) for v in vals) / len(vals))
+
+
+def _ok(case, name):
+    for r in case["results"]:
+        if r["name"] == name and r["status"] == "ok":
+            return r
+    return None
+
+
+def _best(case, backend):
+    rows = [r for r in case["results"]
+            if r["kind"] == "kernel" and r["backend"] == backend and r["status"] == "ok"]
+    return min(rows, key=lambda r: r["time_s"]) if rows else None
+
+
+def series_names(doc) -> list[str]:
+    c = doc["contenders"]
+    names = [n for n in c["competitors"] if n != baseline(doc)] + list(c["kernels"])
+    backends = sorted({r["backend"] for case in doc["cases"] for r in case["results"]
+                       if r["kind"] == "kernel"})
+    names += [f"best {b}" for b in backends if b != "reference"]
+    if c["auto"]:
+        names.append("auto")
+    return names
+
+
+def baseline(doc) -> str | None:
+    comps = doc["contenders"]["competitors"]
+    return BASELINE if BASELINE in comps else (comps[0] if comps else None)
+
+
+def series_row(case, name):
+    """The result row that stands for series ``name`` in ``case`` (or None)."""
+    if name.startswith("best "):
+        return _best(case, name[5:])
+    return _ok(case, name)
+
+
+def focus(doc) -> tuple[str, list[dict]]:
+    cases = [c for c in doc["cases"] if c["network"] == FOCUS_NETWORK]
+    if cases:
+        return FOCUS_NETWORK, cases
+    return "all selected", list(doc["cases"])
+
+
+def _groups(cases):
+    groups = defaultdict(list)
+    for c in cases:
+        groups[(c["batch"], c["threads"], c["structure"], c["sparsity"])].append(c)
+    return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2], kv[0][3])))
+
+
+def summarize(doc) -> dict:
+    base = baseline(doc)
+    name, cases = focus(doc)
+    out = {"focus": name, "baseline": base, "geomean": [], "targets": []}
+    names = series_names(doc)
+    for (n, t, st, sp), group in _groups(cases).items():
+        entry = {"batch": n, "threads": t, "structure": st, "sparsity": sp, "layers": len(group),
+                 "speedup": {}, "useful_gflops": {}}
+        for s in names:
+            sp_vals, gf_vals = [], []
+            for c in group:
+                r = series_row(c, s)
+                if r is None:
+                    continue
+                gf_vals.append(r["useful_gflops"])
+                if base is not None and base in r.get("speedup", {}):
+                    sp_vals.append(r["speedup"][base])
+            if gf_vals:
+                entry["useful_gflops"][s] = {"geomean": geomean(gf_vals), "n": len(gf_vals)}
+            if sp_vals:
+                entry["speedup"][s] = {"geomean": geomean(sp_vals), "n": len(sp_vals)}
+        out["geomean"].append(entry)
+    out["targets"] = _targets(doc)
+    return out
+
+
+def _targets(doc) -> list[dict]:
+    cases = [c for c in doc["cases"] if c["network"] == FOCUS_NETWORK
+             and c["batch"] == TARGET_BATCH and c["threads"] == TARGET_THREADS]
+    where = f"ResNet-18 3x3 layers, batch {TARGET_BATCH}, {TARGET_THREADS} threads, geomean"
+    targets = []
+
+    def judge(label, values, threshold, higher_is_better=True, expected=None):
+        t = {"target": label, "threshold": threshold, "where": where, "value": None, "n": 0}
+        vals = [v for v in values if v is not None]
+        if not vals:
+            t["status"] = "not measured"
+            t["note"] = (f"ResNet-18 at batch {TARGET_BATCH}, {TARGET_THREADS} threads is not in this run"
+                         if not cases else "no verified result of the kernels it compares")
+        else:
+            g = geomean(vals)
+            t.update(value=g, n=len(vals))
+            if expected is not None and len(vals) < expected:
+                t["note"] = f"only {len(vals)} of {expected} layers measured"
+            t["status"] = "met" if (g >= threshold if higher_is_better else g <= threshold) else "missed"
+        targets.append(t)
+
+    def pick(structure, sparsity):
+        return [c for c in cases if c["structure"] == structure and abs(c["sparsity"] - sparsity) < 1e-9]
+
+    for label, st, sp, thr in SPEEDUP_TARGETS:
+        sel = pick(st, sp)
+        vals = []
+        for c in sel:
+            r = _best(c, "cpp")
+            vals.append(None if r is None else r.get("speedup", {}).get(BASELINE))
+        judge(label, vals, thr, expected=len(sel))
+    label, st, sp, thr = USEFUL_TARGET
+    sel = pick(st, sp)
+    judge(label, [None if (r := _best(c, "cpp")) is None else r["useful_gflops"] for c in sel], thr,
+          expected=len(sel))
+    label, thr = NUMBA_TARGET
+    ratios = []
+    for c in cases:
+        a, b = _best(c, "numba"), _best(c, "cpp")
+        ratios.append(None if a is None or b is None else a["time_s"] / b["time_s"])
+    judge(label, ratios, thr, higher_is_better=False, expected=len(cases))
+    return targets
+
+
+# ----------------------------------------------------------------------------- text output
+def _fmt_x(v):
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def _fmt(v, spec=".1f"):
+    return "-" if v is None else format(v, spec)
+
+
+def target_lines(doc) -> list[str]:
+    lines = []
+    for t in doc["summary"]["targets"]:
+        if t["status"] == "not measured":
+            lines.append(f"{t['target']}: NOT MEASURED ({t.get('note', '')})")
+            continue
+        if "GFLOP" in t["target"]:
+            val = f"{t['value']:.1f} GFLOP/s"
+        elif "ratio" in t["target"]:
+            val = f"ratio {t['value']:.2f}"
+        else:
+            val = f"{t['value']:.2f}x"
+        note = f" ({t['note']})" if t.get("note") else ""
+        lines.append(f"{t['target']}: {val} -> {t['status'].upper()}{note}")
+    return lines
+
+
+def summary_line(doc) -> str:
+    s = doc["summary"]
+    base = s["baseline"]
+    parts = []
+    for e in s["geomean"]:
+        if (e["batch"], e["threads"]) != (TARGET_BATCH, TARGET_THREADS) and len(
+                {(g["batch"], g["threads"]) for g in s["geomean"]}) > 1:
+            continue
+        best = {k: v["geomean"] for k, v in e["speedup"].items() if k.startswith("best ") or k == "auto"}
+        if best:
+            parts.append(f"{e['structure']}@{e['sparsity']:g}: " +
+                         " ".join(f"{k.replace('best ', '')} {v:.2f}x" for k, v in best.items()))
+    return (f"geomean speedup vs {base} over {s['focus']} layers: " + "; ".join(parts)) if parts else \
+        f"no geomean speedup vs {base} (no verified kernel and baseline pair)"
+
+
+def rich_tables(doc, console, full: bool = True) -> None:
+    from rich.table import Table
+    base = baseline(doc)
+    comps = doc["contenders"]["competitors"]
+    if full:
+        table = Table(title="kepsparse bench: every case and contender")
+        for col in ("case", "contender", "fmt", "ms", "p90 ms", *[f"x{SHORT.get(c, c)}" for c in comps],
+                    "useful GF/s", "dense GF/s", "status"):
+            table.add_column(col, justify="left" if col in ("case", "contender", "fmt", "status")
+                             else "right")
+        for case in doc["cases"]:
+            table.add_section()
+            label = (f"{case['network']}/{case['layer']}\n{case['shape']}\nN={case['batch']} "
+                     f"T={case['threads']} {case['structure']} {case['actual_sparsity']:.3f}")
+            for k, r in enumerate(case["results"]):
+                ok = r["status"] == "ok"
+                sp = r.get("speedup", {})
+                name = r["name"] + (f" ({r['chosen']})" if r.get("chosen") else "")
+                table.add_row(
+                    label if k == 0 else "", name, r["format"],
+                    _fmt(r.get("time_s", None) and r["time_s"] * 1e3, ".3f"),
+                    _fmt(r.get("p90_s", None) and r["p90_s"] * 1e3, ".3f"),
+                    *[_fmt_x(sp.get(c)) if ok and c != r["name"] else "" for c in comps],
+                    _fmt(r.get("useful_gflops")), _fmt(r.get("dense_gflops")),
+                    "ok" if ok else f"[red]{r['status']}[/red]: {r['detail'][:70]}")
+        console.print(table)
+    s = doc["summary"]
+    if base is not None and s["geomean"]:
+        names = [n for n in series_names(doc)]
+        table = Table(title=f"geomean speedup vs {base} over {s['focus']} layers")
+        for col in ("N", "T", "struct", "sparsity", "layers", *names):
+            table.add_column(col, justify="left" if col == "struct" else "right")
+        for e in s["geomean"]:
+            table.add_row(str(e["batch"]), str(e["threads"]), e["structure"], f"{e['sparsity']:g}",
+                          str(e["layers"]),
+                          *[_fmt_x(e["speedup"].get(n, {}).get("geomean")) for n in names])
+        console.print(table)
+    console.print(summary_line(doc))
+    for line in target_lines(doc):
+        style = "green" if line.endswith("MET") else ("red" if "MISSED" in line else "yellow")
+        console.print(f"[{style}]target[/{style}] {line}")
+    for n in doc.get("unavailable", []):
+        what = n.get("kernel") or n.get("competitor")
+        console.print(f"[yellow]not measured[/yellow] {what}: {n['unavailable']}")
+    bad = [(c, r) for c in doc["cases"] for r in c["results"] if r["status"] in ("wrong", "error")]
+    for c, r in bad[:20]:
+        console.print(f"[red]{r['status']}[/red] {r['name']} on {c['network']}/{c['layer']} "
+                      f"{c['structure']}@{c['sparsity']:g}: {r['detail']}")
+
+
+def markdown(doc, plot_path: str | None = None) -> str:
+    """A markdown report: command, machine, per-case speedups, geomeans, targets."""
+    m = doc["machine"]
+    base = baseline(doc)
+    names = series_names(doc)
+    lines = ["# kepsparse layer benchmark results", "",
+             "Generated by `kepsparse bench` (kepsparse/bench). Re-render from the JSON with "
+             "`kepsparse bench --from-json FILE --markdown FILE`.", "",
+             "Command:", "", "```", doc.get("command", ""), "```", "",
+             f"- machine: {m.get('cpu')} , {m.get('cpu_count')} logical CPUs, {m.get('platform')}",
+             f"- versions: " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()),
+             f"- load average at start / end: {_fmt_load(m.get('loadavg_start'))} / "
+             f"{_fmt_load(m.get('loadavg_end'))}; run took {doc.get('elapsed_s', 0):.0f} s",
+             f"- timing: warm-up {doc['settings']['warmup_s']} s, then repeats for "
+             f"{doc['settings']['budget_s']} s (>= {doc['settings']['min_repeats']}); median and p90 "
+             "per contender; every output verified against " + doc.get("judge", "torch") +
+             f" (max error <= {doc['settings']['tolerance']:g} of max |y|) before timing",
+             "- the machine is shared and noisy (other jobs ran at the same time; +-30% between "
+             "runs is normal): compare ratios within one run, not absolute times across runs.", ""]
+    if plot_path:
+        lines += [f"![speedup vs sparsity]({plot_path})", ""]
+    lines += ["## Targets (issue 3)", ""] + [f"- {t}" for t in target_lines(doc)] + [""]
+    s = doc["summary"]
+    if base is not None and s["geomean"]:
+        lines += [f"## Geometric-mean speedup vs {base} over {s['focus']} layers", "",
+                  "| N | T | structure | sparsity | layers | " + " | ".join(names) + " |",
+                  "|" + "---|" * (5 + len(names))]
+        for e in s["geomean"]:
+            lines.append(f"| {e['batch']} | {e['threads']} | {e['structure']} | {e['sparsity']:g} | "
+                         f"{e['layers']} | " + " | ".join(
+                             _fmt_x(e["speedup"].get(n, {}).get("geomean")) for n in names) + " |")
+        lines.append("")
+        lines += [f"## Geometric-mean useful GFLOP/s (non-zeros only) over {s['focus']} layers", "",
+                  "| N | T | structure | sparsity | " + " | ".join(names) + " |",
+                  "|" + "---|" * (4 + len(names))]
+        for e in s["geomean"]:
+            lines.append(f"| {e['batch']} | {e['threads']} | {e['structure']} | {e['sparsity']:g} | " +
+                         " | ".join(_fmt(e["useful_gflops"].get(n, {}).get("geomean"))
+                                    for n in names) + " |")
+        lines.append("")
+    lines += ["## Every case", "",
+              f"Times in ms (median); `x` columns: speedup vs {base} (its time / the contender's); "
+              "GF/s: useful (non-zeros) of the fastest verified kernel, and the baseline's "
+              "dense-equivalent GF/s. `wrong` = refused (output differs from the judge).", "",
+              f"| layer | shape | N | T | structure | sparsity | {SHORT.get(base, base)} ms | "
+              + " | ".join(f"x {n}" for n in names) + " | best kernel | useful GF/s | "
+              f"{SHORT.get(base, base)} dense GF/s |",
+              "|" + "---|" * (10 + len(names))]
+    for c in doc["cases"]:
+        b = _ok(c, base) if base else None
+        cells = []
+        for n in names:
+            r = series_row(c, n)
+            if r is None:
+                bad = next((x for x in c["results"] if x["name"] == n and x["status"] != "ok"), None)
+                cells.append(bad["status"] if bad else "-")
+            else:
+                cells.append(_fmt_x(r.get("speedup", {}).get(base)))
+        kernels = [r for r in c["results"] if r["kind"] == "kernel" and r["status"] == "ok"]
+        best = min(kernels, key=lambda r: r["time_s"]) if kernels else None
+        lines.append(f"| {c['network']}/{c['layer']} | {c['shape']} | {c['batch']} | {c['threads']} | "
+                     f"{c['structure']} | {c['actual_sparsity']:.3f} | "
+                     f"{_fmt(b and b['time_s'] * 1e3, '.3f')} | " + " | ".join(cells) +
+                     f" | {best['name'] if best else '-'} | {_fmt(best and best['useful_gflops'])} | "
+                     f"{_fmt(b and b['dense_gflops'])} |")
+    lines.append("")
+    notes = doc.get("unavailable", [])
+    if notes:
+        lines += ["## Not measured", ""] + [
+            f"- {n.get('kernel') or n.get('competitor')}: {n['unavailable']}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+def _fmt_load(v):
+    return "?" if not v else "/".join(f"{x:.2f}" for x in v)
+
+
+# ----------------------------------------------------------------------------- plot
+def plot(doc, path) -> None:
+    """Speedup vs sparsity, one panel per structure (rows: batch/threads), one line per
+    kernel/competitor; geometric mean over the focus layers."""
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    s = doc["summary"]
+    base = s["baseline"]
+    combos = sorted({(e["batch"], e["threads"]) for e in s["geomean"]}, key=lambda bt: (bt[0], -bt[1]))
+    structures = [st for st in ("kep", "filter", "random") if any(e["structure"] == st for e in s["geomean"])]
+    structures += sorted({e["structure"] for e in s["geomean"]} - set(structures))
+    names = series_names(doc)
+    fig, axes = plt.subplots(max(len(combos), 1), max(len(structures), 1), squeeze=False,
+                             figsize=(4.2 * max(len(structures), 1), 3.4 * max(len(combos), 1)))
+    key = "speedup" if base is not None else "useful_gflops"
+    for i, (n, t) in enumerate(combos):
+        for j, st in enumerate(structures):
+            ax = axes[i][j]
+            entries = sorted([e for e in s["geomean"] if (e["batch"], e["threads"], e["structure"]) ==
+                              (n, t, st)], key=lambda e: e["sparsity"])
+            for name in names:
+                pts = [(e["sparsity"], e[key][name]["geomean"]) for e in entries if name in e[key]]
+                if pts:
+                    style = "--" if name in SHORT else ("-" if name.startswith("best") or name == "auto"
+                                                        else ":")
+                    ax.plot(*zip(*pts), style, marker="o", ms=3, label=name)
+            if base is not None:
+                ax.axhline(1.0, color="k", lw=0.8, label=base)
+                ax.set_yscale("log")
+            ax.set_title(f"{st}, batch {n}, {t} thr", fontsize=9)
+            ax.set_xlabel("sparsity")
+            if j == 0:
+                ax.set_ylabel(f"speedup vs {base}" if base else "useful GFLOP/s")
+            ax.grid(True, which="both", alpha=0.3)
+    handles, labels = [], []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=7,
+                   bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle(f"kepsparse: geomean over {s['focus']} layers", fontsize=10)
+    fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(handles) // 5), 1, 0.96))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
