@@ -1,7 +1,17 @@
-"""ONNX models -> sparse conv layers (Conv nodes whose weight is an initializer or Constant).
+"""ONNX models -> a ``GraphModel``: sparse conv layers plus the network graph that runs them.
 
 Each Conv node becomes a layer named after the node (or ``conv_<i>`` if unnamed), with its
-strides, pads, dilations and group. The rest of the graph is the whole-network runtime's.
+strides, pads, dilations and group; its weight must be an initializer or a Constant. The
+whole graph is normalised into kepsparse's IR (``kepsparse/runtime/graph.py``):
+
+- Constant nodes become constants; old-opset attribute forms (Clip min/max, Pad pads/value,
+  Reshape shape) become constant inputs; Softmax records its opset's semantics.
+- BatchNormalization right after a Conv (its only consumer) is folded into the conv's weight
+  and bias; the kept positions stay exactly the conv's (sparsity preserved).
+- Relu, and Clip with constant bounds, right after a Conv are fused into it.
+- Any operator, attribute, attribute value or dtype the runtime does not implement is refused
+  here, with the node's name and op type: a model that converts runs exactly.
+  The list is in ``docs/onnx_support.md``.
 """
 from __future__ import annotations
 
@@ -13,6 +23,7 @@ from ..errors import ConvertError, KepError, UnsupportedError
 from ..formats import pack
 from ..geometry import ConvGeometry
 from ..model import SparseConv, SparseModel
+from ..runtime.graph import DTYPES, OPS, Graph, Node, check_node_attrs, check_pool_attrs
 
 
 def load_onnx(path: Path):
@@ -64,44 +75,413 @@ def conv_geometry(node, weight_shape, name: str) -> ConvGeometry:
     return ConvGeometry.make(strides, pad, dilations, attrs.get("group", 1))
 
 
-def layers_from_onnx(model_proto, source, format: str, min_sparsity: float,
-                     max_patterns: int | None) -> SparseModel:
-    graph = model_proto.graph
-    consts = constant_tensors(graph)
-    model = SparseModel()
-    for i, node in enumerate(graph.node):
-        if node.op_type != "Conv":
-            continue
-        name = node.name or f"conv_{i}"
-        if len(node.input) < 2 or node.input[1] not in consts:
-            raise ConvertError(f"Conv node's weight {node.input[1] if len(node.input) > 1 else ''!r} "
-                               "is not an initializer or Constant", path=source, layer=name,
-                               field="W")
-        weight = consts[node.input[1]]
+
+# ----------------------------------------------------------------------------- graph import
+
+_CONV_ATTRS = {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"}
+# attributes the runtime accepts and ignores (they change nothing at inference)
+_IGNORED = {"BatchNormalization": {"momentum"}, "MaxPool": set()}
+
+
+def _opset(model_proto) -> int:
+    for imp in model_proto.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 1
+
+
+def _np_dtype(elem_type: int):
+    from onnx import helper
+    try:
+        dt = np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:  # noqa: BLE001 - unknown/extended element types
+        return None
+    return dt if str(dt) in DTYPES else None
+
+
+def _attr_dict(node, where):
+    from onnx import AttributeProto, helper
+    out = {}
+    for a in node.attribute:
+        if a.ref_attr_name:
+            raise UnsupportedError("attributes referring to function attributes are not supported",
+                                   field=a.name, **where)
+        if a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS, AttributeProto.SPARSE_TENSOR,
+                      AttributeProto.SPARSE_TENSORS, AttributeProto.TYPE_PROTO,
+                      AttributeProto.TYPE_PROTOS, AttributeProto.TENSORS):
+            raise UnsupportedError(f"{node.op_type}: attribute {a.name!r} of this type is not "
+                                   "supported", field=a.name, **where)
+        v = helper.get_attribute_value(a)
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", "replace")
+        elif isinstance(v, (list, tuple)):
+            v = [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in v]
+        out[a.name] = v
+    return out
+
+
+class _Importer:
+    def __init__(self, model_proto, source):
+        self.proto, self.source = model_proto, source
+        self.opset = _opset(model_proto)
+        self.constants: dict[str, np.ndarray] = {}
+        self.nodes: list[Node] = []
+        self.convs: dict[str, tuple] = {}  # layer name -> (weight f32, bias or None, geometry)
+        self.names: set[str] = set()
+
+    def err(self, cls, message, node_name=None, op=None, field=None):
+        layer = None if node_name is None else (f"{node_name} ({op})" if op else node_name)
+        return cls(message, path=self.source, layer=layer, field=field)
+
+    def const(self, value, name_hint: str) -> str:
+        name = name_hint
+        k = 0
+        while name in self.constants:
+            k += 1
+            name = f"{name_hint}_{k}"
+        self.constants[name] = value
+        return name
+
+    def run(self) -> tuple[Graph, dict]:
+        from onnx import numpy_helper
+        g = self.proto.graph
+        for domain in {imp.domain for imp in self.proto.opset_import} - {"", "ai.onnx"}:
+            if any(n.domain == domain for n in g.node):
+                raise self.err(UnsupportedError, f"operator domain {domain!r} is not supported",
+                               field="domain")
+        for init in g.initializer:
+            arr = numpy_helper.to_array(init)
+            if str(arr.dtype) not in DTYPES:
+                raise self.err(UnsupportedError, f"initializer {init.name!r} has dtype "
+                               f"{arr.dtype}, which the runtime does not support", field="dtype")
+            self.constants[init.name] = arr
+        if len(g.sparse_initializer):
+            raise self.err(UnsupportedError, "sparse initializers are not supported",
+                           field="sparse_initializer")
+        inputs = []
+        for vi in g.input:
+            if vi.name in self.constants:
+                continue  # IR < 4 lists initializers among the inputs
+            inputs.append(self.value_spec(vi, "input"))
+        for i, node in enumerate(g.node):
+            self.import_node(i, node)
+        outputs = []
+        for vi in g.output:
+            self.value_spec(vi, "output")
+            outputs.append(vi.name)
+        graph = Graph(inputs, outputs, self.nodes, self.constants)
+        self.toposort(graph)
+        if any(n.op == "SparseConv" for n in graph.nodes):
+            for spec in inputs:
+                if np.dtype(spec["dtype"]).kind == "f" and spec["dtype"] != "float32":
+                    raise self.err(UnsupportedError, f"graph input {spec['name']!r} is "
+                                   f"{spec['dtype']}: convolutions run in float32 only",
+                                   field="dtype")
+        fold_batchnorm(graph, self.convs)
+        fuse_activations(graph)
+        used = {t for n in graph.nodes for t in n.inputs} | set(graph.outputs)
+        graph.constants = {k: v for k, v in graph.constants.items() if k in used}
+        from ..runtime.graph import validate
+        validate(graph, self.convs, err=ConvertError, path=self.source)
+        return graph, self.convs
+
+    def value_spec(self, vi, kind):
+        t = vi.type
+        if t.WhichOneof("value") != "tensor_type":
+            raise self.err(UnsupportedError, f"graph {kind} {vi.name!r} is not a tensor "
+                           f"({t.WhichOneof('value')}); only tensors are supported",
+                           field=kind)
+        dt = _np_dtype(t.tensor_type.elem_type)
+        if dt is None:
+            raise self.err(UnsupportedError, f"graph {kind} {vi.name!r} has an element type "
+                           f"(code {t.tensor_type.elem_type}) the runtime does not support",
+                           field="dtype")
+        shape = None
+        if t.tensor_type.HasField("shape"):
+            shape = [d.dim_value if d.HasField("dim_value") else None
+                     for d in t.tensor_type.shape.dim]
+        return {"name": vi.name, "dtype": str(dt), "shape": shape}
+
+    def unique_name(self, name):
+        base, k = name, 0
+        while name in self.names:
+            k += 1
+            name = f"{base}_{k}"
+        self.names.add(name)
+        return name
+
+    def import_node(self, i, node):
+        from onnx import numpy_helper
+        op = node.op_type
+        name = self.unique_name(node.name or f"{op.lower()}_{i}")
+        where = dict(path=self.source, layer=f"{name} ({op})")
+        if node.domain not in ("", "ai.onnx"):
+            raise UnsupportedError(f"operator {node.domain}.{op} is not supported", field="domain",
+                                   **where)
+        attrs = _attr_dict(node, where)
+        inputs, outputs = list(node.input), list(node.output)
+
+        def refuse(msg, field="op_type"):
+            return UnsupportedError(msg, field=field, **where)
+
+        def only(allowed):
+            for k in attrs:
+                if k not in allowed:
+                    raise refuse(f"attribute {k!r} is not supported", field=k)
+
+        if op == "Constant":
+            if len(attrs) != 1:
+                raise refuse("Constant needs exactly one value attribute", field="value")
+            (k, v), = attrs.items()
+            if k == "value":
+                arr = numpy_helper.to_array(next(a.t for a in node.attribute if a.name == "value"))
+            elif k == "value_float":
+                arr = np.array(v, np.float32)
+            elif k == "value_floats":
+                arr = np.array(v, np.float32)
+            elif k == "value_int":
+                arr = np.array(v, np.int64)
+            elif k == "value_ints":
+                arr = np.array(v, np.int64)
+            else:
+                raise refuse(f"attribute {k!r} is not supported", field=k)
+            if str(arr.dtype) not in DTYPES:
+                raise refuse(f"constant of dtype {arr.dtype} is not supported", field="dtype")
+            self.constants[outputs[0]] = arr
+            return
+        if op == "Conv":
+            self.import_conv(name, node, attrs, inputs, outputs, where)
+            return
+        if op not in OPS or op == "SparseConv":
+            raise refuse(f"operator {op} is not supported")
+        keep = {}
+        if op == "BatchNormalization":
+            only({"epsilon", "momentum", "spatial", "training_mode", "is_test"})
+            if attrs.get("spatial", 1) != 1:
+                raise refuse("spatial=0 (per-activation statistics) is not supported", "spatial")
+            if attrs.get("training_mode", 0) != 0:
+                raise refuse("training_mode=1 is not supported (inference only)", "training_mode")
+            if any(outputs[1:]):
+                raise refuse("the running-statistics outputs (training) are not supported",
+                             "outputs")
+            outputs = outputs[:1]
+            if "epsilon" in attrs:
+                keep["epsilon"] = float(attrs["epsilon"])
+        elif op == "Clip":
+            if self.opset < 11:
+                only({"min", "max"})
+                lo = self.const(np.array(attrs.get("min", -3.4028234663852886e38), np.float32),
+                                f"{name}/min")
+                hi = self.const(np.array(attrs.get("max", 3.4028234663852886e38), np.float32),
+                                f"{name}/max")
+                inputs = [inputs[0], lo, hi]
+            else:
+                only(set())
+        elif op == "Reshape":
+            if self.opset < 5:
+                only({"shape"})
+                inputs = [inputs[0], self.const(np.array(attrs.get("shape", []), np.int64),
+                                                f"{name}/shape")]
+            else:
+                only({"allowzero"})
+                keep = dict(attrs)
+        elif op == "Pad":
+            if self.opset < 11:
+                only({"mode", "pads", "value"})
+                inputs = [inputs[0], self.const(np.array(attrs.get("pads", []), np.int64),
+                                                f"{name}/pads"),
+                          self.const(np.array(attrs.get("value", 0.0), np.float32),
+                                     f"{name}/value")]
+            else:
+                only({"mode"})
+            keep = {"mode": attrs.get("mode", "constant")}
+            if keep["mode"] not in ("constant", "reflect", "edge", "wrap"):
+                raise refuse(f"mode {keep['mode']!r} is not supported", "mode")
+        elif op == "Softmax":
+            only({"axis"})
+            keep = {"axis": int(attrs.get("axis", 1 if self.opset < 13 else -1)),
+                    "legacy": int(self.opset < 13)}
+        elif op in ("MaxPool", "AveragePool"):
+            allowed = set(OPS[op][0]) | {"storage_order"}
+            only(allowed)
+            if any(outputs[1:]):
+                raise refuse("the Indices output is not supported", "outputs")
+            outputs = outputs[:1]
+            if op == "AveragePool" and self.opset < 19 and "dilations" in attrs:
+                raise refuse("dilations on AveragePool before opset 19", "dilations")
+            keep = {k: v for k, v in attrs.items() if k != "storage_order"}
+            if keep.get("auto_pad") == "NOTSET":
+                del keep["auto_pad"]
+            if keep.get("auto_pad") and "pads" in keep:
+                del keep["pads"]
+            check_pool_attrs(Node(name, op, inputs, outputs, keep), err=UnsupportedError,
+                             path=self.source)
+        elif op == "Concat":
+            only({"axis"})
+            keep = {"axis": int(attrs.get("axis", 1))}
+        else:
+            keep = dict(attrs)
+        n = Node(name, op, inputs, outputs, keep)
+        while n.inputs and n.inputs[-1] == "":
+            n.inputs.pop()  # trailing omitted optional inputs
+        try:
+            check_node_attrs(n, err=UnsupportedError, path=self.source)
+        except UnsupportedError as exc:
+            raise UnsupportedError(exc.message, path=self.source, layer=f"{name} ({op})",
+                                   field=exc.field) from None
+        self.nodes.append(n)
+
+    def import_conv(self, name, node, attrs, inputs, outputs, where):
+        for k in attrs:
+            if k not in _CONV_ATTRS:
+                raise UnsupportedError(f"attribute {k!r} is not supported", field=k, **where)
+        if len(inputs) < 2 or inputs[1] not in self.constants:
+            raise ConvertError(f"Conv node's weight {inputs[1] if len(inputs) > 1 else ''!r} "
+                               "is not an initializer or Constant", field="W", **where)
+        weight = self.constants[inputs[1]]
         if weight.ndim != 4:
-            raise UnsupportedError(f"only 2-D convolutions are supported (weight is {weight.ndim}-D)",
-                                   path=source, layer=name, field="W")
-        if not np.issubdtype(weight.dtype, np.floating):
-            raise UnsupportedError(f"weight dtype {weight.dtype} (quantized Conv is not supported)",
-                                   path=source, layer=name, field="W")
+            raise UnsupportedError(f"only 2-D convolutions are supported (weight is "
+                                   f"{weight.ndim}-D)", field="W", **where)
+        if weight.dtype != np.float32:
+            raise UnsupportedError(f"weight dtype {weight.dtype}: only float32 convolutions are "
+                                   "supported", field="W", **where)
         bias = None
-        if len(node.input) > 2 and node.input[2]:
-            if node.input[2] not in consts:
-                raise ConvertError("bias is not an initializer or Constant", path=source,
-                                   layer=name, field="B")
-            bias = np.asarray(consts[node.input[2]], dtype=np.float32).reshape(-1)
+        if len(inputs) > 2 and inputs[2]:
+            if inputs[2] not in self.constants:
+                raise ConvertError("bias is not an initializer or Constant", field="B", **where)
+            bias = np.asarray(self.constants[inputs[2]], dtype=np.float32).reshape(-1)
             if bias.shape != (weight.shape[0],):
                 raise ConvertError(f"bias has {bias.size} entries for {weight.shape[0]} outputs",
-                                   path=source, layer=name, field="B")
+                                   field="B", **where)
         try:
             geometry = conv_geometry(node, weight.shape, name)
-            fmt = pack(weight.astype(np.float32), format, min_sparsity=min_sparsity,
+        except KepError as exc:
+            raise UnsupportedError(exc.message, field=exc.field, **where) from None
+        layer = name
+        self.convs[layer] = (np.array(weight, np.float32), bias, geometry)
+        self.nodes.append(Node(name, "SparseConv", inputs[:1], outputs, {"layer": layer}))
+
+    def toposort(self, graph: Graph):
+        """Order the nodes so every input is produced before use; refuse cycles."""
+        avail = {s["name"] for s in graph.inputs} | set(graph.constants)
+        pending = list(graph.nodes)
+        ordered = []
+        while pending:
+            progress = False
+            rest = []
+            for n in pending:
+                if all((not t) or t in avail for t in n.inputs):
+                    ordered.append(n)
+                    avail.update(n.outputs)
+                    progress = True
+                else:
+                    rest.append(n)
+            if not progress:
+                n = rest[0]
+                missing = [t for t in n.inputs if t and t not in avail]
+                raise self.err(ConvertError, f"input(s) {missing} are never produced (undefined "
+                               "tensor or a cycle)", n.name, n.op, "inputs")
+            pending = rest
+        graph.nodes = ordered
+
+
+def fold_batchnorm(graph: Graph, convs: dict) -> None:
+    """Fold BatchNormalization nodes that directly follow a SparseConv into its weight/bias."""
+    outs = set(graph.outputs)
+    changed = True
+    while changed:
+        changed = False
+        consumers = graph.consumers()
+        producer = {o: n for n in graph.nodes for o in n.outputs}
+        for bn in graph.nodes:
+            if bn.op != "BatchNormalization":
+                continue
+            conv = producer.get(bn.inputs[0])
+            if conv is None or conv.op != "SparseConv" or conv.attrs.get("act", "none") != "none":
+                continue
+            if bn.inputs[0] in outs or len(consumers.get(bn.inputs[0], [])) != 1:
+                continue
+            if not all(t in graph.constants for t in bn.inputs[1:]):
+                continue
+            scale, beta, mean, var = (np.asarray(graph.constants[t], np.float64).reshape(-1)
+                                      for t in bn.inputs[1:])
+            w, b, geo = convs[conv.attrs["layer"]]
+            O = w.shape[0]
+            if not all(v.shape == (O,) for v in (scale, beta, mean, var)):
+                continue
+            s = scale / np.sqrt(var + bn.attrs.get("epsilon", 1e-5))
+            mask = w != 0
+            w2 = (w.astype(np.float64) * s[:, None, None, None]).astype(np.float32)
+            w2[~mask] = 0
+            b0 = np.zeros(O) if b is None else b.astype(np.float64)
+            b2 = ((b0 - mean) * s + beta).astype(np.float32)
+            convs[conv.attrs["layer"]] = (w2, b2, geo)
+            conv.outputs = list(bn.outputs)
+            graph.nodes.remove(bn)
+            conv.attrs["folded"] = bn.name
+            changed = True
+            break
+    for n in graph.nodes:
+        n.attrs.pop("folded", None)
+
+
+def _scalar(graph, name):
+    if not name:
+        return None
+    if name not in graph.constants:
+        return False
+    v = np.asarray(graph.constants[name])
+    if v.size != 1 or v.dtype.kind != "f":
+        return False
+    return float(v.reshape(-1)[0])
+
+
+def fuse_activations(graph: Graph) -> None:
+    """Relu / Clip (constant bounds) right after a SparseConv become its fused activation."""
+    outs = set(graph.outputs)
+    changed = True
+    while changed:
+        changed = False
+        consumers = graph.consumers()
+        producer = {o: n for n in graph.nodes for o in n.outputs}
+        for act in graph.nodes:
+            if act.op not in ("Relu", "Clip"):
+                continue
+            conv = producer.get(act.inputs[0])
+            if conv is None or conv.op != "SparseConv" or conv.attrs.get("act", "none") != "none":
+                continue
+            if act.inputs[0] in outs or len(consumers.get(act.inputs[0], [])) != 1:
+                continue
+            if act.op == "Relu":
+                conv.attrs["act"] = "relu"
+            else:
+                lo = _scalar(graph, act.inputs[1] if len(act.inputs) > 1 else "")
+                hi = _scalar(graph, act.inputs[2] if len(act.inputs) > 2 else "")
+                if lo is False or hi is False:
+                    continue
+                conv.attrs["act"] = "clip"
+                if lo is not None and lo > -3.0e38:
+                    conv.attrs["clip_min"] = lo
+                if hi is not None and hi < 3.0e38:
+                    conv.attrs["clip_max"] = hi
+            conv.outputs = list(act.outputs)
+            graph.nodes.remove(act)
+            changed = True
+            break
+
+
+def layers_from_onnx(model_proto, source, format: str, min_sparsity: float,
+                     max_patterns: int | None) -> SparseModel:
+    """The model's conv layers (packed) and its graph, as a ``GraphModel``."""
+    from ..runtime.engine import GraphModel
+    graph, convs = _Importer(model_proto, source).run()
+    model = GraphModel(graph=graph)
+    for name, (weight, bias, geometry) in convs.items():
+        try:
+            fmt = pack(weight, format, mask=weight != 0, min_sparsity=min_sparsity,
                        max_patterns=max_patterns)
         except KepError as exc:
             raise exc.located(path=source, layer=name) from None
-        if name in model.layers:
-            name = f"{name}_{i}"
         model.add(SparseConv(name, fmt, bias, geometry))
-    if not len(model):
-        raise ConvertError("the ONNX graph has no Conv nodes", path=source)
+    model.metadata["onnx_opset"] = _opset(model_proto)
     return model

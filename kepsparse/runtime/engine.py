@@ -1,0 +1,280 @@
+"""``GraphModel``: a ``SparseModel`` that carries its network graph and runs it.
+
+    m = kepsparse.load("model.kep")        # a GraphModel when the file holds a graph
+    y = m(x)                               # NumPy in, NumPy out, any batch >= 1
+    y = m(x, backend="cpp", threads=2)
+
+Each SparseConv node runs one layer through a kernel of the registry (``backend`` =
+auto | reference | numba | cpp | a kernel name | dense). ``auto`` uses the per-layer choice
+measured by ``kepsparse tune`` when the file holds one (``metadata["kernel_choice"]``),
+otherwise the registry's best kernel for the layer's format, falling back to the BLAS dense
+path (``runtime/dense.py``) where only the reference kernel exists or no kernel supports the
+layer's groups. Everything else runs in NumPy (``runtime/ops.py``). No torch anywhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..conv import check_operands, prepared_for
+from ..errors import InputError, KepError, UnsupportedError
+from ..formats import DenseFormat
+from ..kernels import registry
+from ..model import SparseConv, SparseModel
+from .dense import DenseConv
+from .graph import Graph
+from .ops import FUNCS, INPLACE_OPS
+
+VIEW_OPS = {"Identity", "Reshape", "Flatten"}
+DENSE_IMPL = DenseConv.name
+
+
+# ------------------------------------------------------------------ conv implementations
+
+class ConvImpl:
+    """One way of running one layer: a registry kernel on the sparse or a dense copy of the
+    weight, or the BLAS dense path. ``choice`` is the JSON-able description."""
+
+    def __init__(self, layer: SparseConv, choice: dict, threads=None):
+        self.layer, self.choice, self.threads = layer, dict(choice), threads
+        self.geometry = layer.geometry
+        if self.geometry is None:
+            raise UnsupportedError("layer has no recorded geometry", layer=layer.name,
+                                   field="geometry")
+        if choice["impl"] == DENSE_IMPL:
+            self.dense = DenseConv(layer.weight.to_dense(), layer.bias, self.geometry)
+            self.fmt = layer.weight
+            self.kernel = None
+        else:
+            self.dense = None
+            self.kernel = registry.get(choice["kernel"])
+            if choice.get("weight") == "dense":
+                cache = layer.__dict__.setdefault("_dense_copy", [])
+                if not cache:
+                    cache.append(DenseFormat.from_dense(layer.weight.to_dense()))
+                self.fmt = cache[0]
+            else:
+                self.fmt = layer.weight
+            self.prepared = prepared_for(self.fmt, self.kernel)
+        self.bias = None if layer.bias is None else np.ascontiguousarray(layer.bias, np.float32)
+
+    @property
+    def label(self) -> str:
+        if self.kernel is None:
+            return DENSE_IMPL
+        return f"{self.kernel.name}[{self.choice.get('weight', 'sparse')}]"
+
+    def __call__(self, x, relu=False):
+        check_operands(x, self.fmt, self.bias, self.geometry, layer=self.layer.name)
+        if self.dense is not None:
+            return self.dense(x, relu)
+        return self.kernel.run(self.prepared, x, self.bias, self.geometry, relu, self.threads)
+
+
+def default_choice(layer: SparseConv, backend: str) -> dict:
+    """The implementation ``backend`` means for ``layer`` (no measurement)."""
+    groups = layer.geometry.groups if layer.geometry else 1
+    if backend == "dense":
+        return {"impl": DENSE_IMPL}
+    try:
+        k = registry.select(layer.weight.name, backend, groups)
+    except UnsupportedError:
+        if groups != 1:  # no kernel runs grouped convs of this format: the dense path
+            return {"impl": DENSE_IMPL}
+        raise
+    if backend == "auto" and k.backend == "reference":
+        return {"impl": DENSE_IMPL}  # the reference is the oracle, not a speed path
+    return {"impl": "kernel", "kernel": k.name, "weight": "sparse"}
+
+
+# ------------------------------------------------------------------ the model
+
+@dataclass
+class GraphModel(SparseModel):
+    graph: Graph | None = None
+
+    def __post_init__(self):
+        self._impls: dict = {}
+        self._plan = None
+
+    # ---- configuration
+    def tuned_choices(self) -> dict:
+        kc = self.metadata.get("kernel_choice") or {}
+        return kc.get("layers") or {}
+
+    def conv_impl(self, name: str, backend: str = "auto", threads=None) -> ConvImpl:
+        key = (name, backend, threads)
+        if key not in self._impls:
+            layer = self.layers[name]
+            choice = None
+            if backend == "auto":
+                choice = self.tuned_choices().get(name)
+                if choice is not None:
+                    try:
+                        registry.get(choice.get("kernel", "")) if choice.get("impl") == "kernel" \
+                            else None
+                        if choice.get("impl") == "kernel" and \
+                                registry.get(choice["kernel"]).unavailable_reason() is not None:
+                            choice = None
+                    except KepError:
+                        choice = None  # cached kernel no longer exists here: re-choose
+            if choice is None:
+                choice = default_choice(layer, backend)
+            self._impls[key] = ConvImpl(layer, choice, threads)
+        return self._impls[key]
+
+    def describe_kernels(self, backend: str = "auto", threads=None) -> dict[str, str]:
+        return {n.attrs["layer"]: self.conv_impl(n.attrs["layer"], backend, threads).label
+                for n in self.graph.nodes if n.op == "SparseConv"}
+
+    # ---- planning: which tensors die after which node, which inputs may be overwritten
+    def _build_plan(self):
+        g = self.graph
+        last_use: dict[str, int] = {}
+        for i, n in enumerate(g.nodes):
+            for t in n.inputs:
+                if t:
+                    last_use[t] = i
+        keep = set(g.outputs)
+        produced: dict[str, str] = {}
+        shared: set[str] = set()
+        plan = []
+        for i, n in enumerate(g.nodes):
+            dead = sorted({t for t in n.inputs if t and last_use.get(t) == i and t not in keep
+                           and t not in g.constants})
+            first = n.inputs[0] if n.inputs else ""
+            reuse = (n.op in INPLACE_OPS and first in produced and first not in shared
+                     and first in dead and n.inputs.count(first) == 1)
+            if n.op in VIEW_OPS:
+                shared.update(t for t in n.inputs[:1] if t)
+                shared.update(n.outputs)
+            for o in n.outputs:
+                produced[o] = n.op
+            plan.append((n, dead, reuse))
+        self._plan = plan
+        return plan
+
+    # ---- running
+    def _bind_inputs(self, args, named) -> dict:
+        specs = self.graph.inputs
+        if args and named:
+            raise InputError("pass inputs either positionally or by name, not both",
+                             field="inputs")
+        if len(args) == 1 and isinstance(args[0], dict):
+            named = args[0]
+            args = ()
+        if args:
+            if len(args) != len(specs):
+                raise InputError(f"the model takes {len(specs)} input(s) "
+                                 f"({', '.join(s['name'] for s in specs)}), got {len(args)}",
+                                 field="inputs")
+            named = {s["name"]: a for s, a in zip(specs, args)}
+        env = {}
+        for s in specs:
+            if s["name"] not in named:
+                raise InputError("missing", field=s["name"])
+            x = named[s["name"]]
+            try:
+                x = np.asarray(x)
+            except Exception as exc:  # noqa: BLE001
+                raise InputError(f"cannot be read as an array: {exc}", field=s["name"]) from None
+            want = np.dtype(s["dtype"])
+            if x.dtype != want:
+                if not (x.dtype.kind in "fiub" and np.can_cast(x.dtype, want, "same_kind")
+                        or x.dtype.kind in "iub" and want.kind == "f"):
+                    raise InputError(f"dtype {x.dtype} cannot be used as {want}", field=s["name"])
+                x = x.astype(want)
+            shape = s.get("shape")
+            if shape is not None:
+                if x.ndim != len(shape):
+                    raise InputError(f"must be {len(shape)}-D {_shape_str(shape)}, got shape "
+                                     f"{tuple(x.shape)}", field=s["name"])
+                for d, (want_d, got) in enumerate(zip(shape, x.shape)):
+                    if d > 0 and want_d is not None and want_d != got:
+                        raise InputError(f"dimension {d} must be {want_d} "
+                                         f"{_shape_str(shape)}, got shape {tuple(x.shape)}",
+                                         field=s["name"])
+                if 0 in x.shape and 0 not in shape:
+                    raise InputError(f"has an empty dimension: {tuple(x.shape)}", field=s["name"])
+            env[s["name"]] = np.ascontiguousarray(x)
+        extra = set(named) - {s["name"] for s in specs}
+        if extra:
+            raise InputError(f"unknown input(s) {sorted(extra)}", field="inputs")
+        return env
+
+    def __call__(self, *args, backend: str = "auto", threads: int | None = None,
+                 capture: dict | None = None, **named):
+        if self.graph is None:
+            raise UnsupportedError("this model has no graph (converted from a checkpoint): run "
+                                   "its layers one by one, model[name](x)", field="graph")
+        env = dict(self.graph.constants)
+        env.update(self._bind_inputs(args, named))
+        plan = self._plan or self._build_plan()
+        limiter = _blas_threads(threads)
+        try:
+            for node, dead, reuse in plan:
+                xs = [env[t] if t else None for t in node.inputs]
+                try:
+                    if node.op == "SparseConv":
+                        y = self._conv(node, xs[0], backend, threads, capture)
+                    else:
+                        y = FUNCS[node.op](node.attrs, xs, reuse)
+                except KepError as exc:
+                    raise exc.located(layer=node.name) from None
+                except (ValueError, IndexError, TypeError) as exc:
+                    raise InputError(f"{node.op}: {exc}", layer=node.name) from None
+                env[node.outputs[0]] = y
+                for t in dead:
+                    env.pop(t, None)
+        finally:
+            if limiter is not None:
+                limiter.__exit__(None, None, None)
+        outs = tuple(env[o] for o in self.graph.outputs)
+        return outs[0] if len(outs) == 1 else outs
+
+    def _conv(self, node, x, backend, threads, capture):
+        a = node.attrs
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if capture is not None:
+            capture[a["layer"]] = x
+        act = a.get("act", "none")
+        relu = act == "relu" or (act == "clip" and a.get("clip_min", -np.inf) == 0.0)
+        y = self.conv_impl(a["layer"], backend, threads)(x, relu=relu)
+        if act == "clip":
+            lo, hi = a.get("clip_min"), a.get("clip_max")
+            if lo is not None and lo != 0.0:
+                np.maximum(y, np.float32(lo), out=y)
+            if hi is not None:
+                np.minimum(y, np.float32(hi), out=y)
+        return y
+
+    def summary(self) -> dict:
+        s = super().summary()
+        if self.graph is not None:
+            s["graph"] = {"nodes": len(self.graph.nodes), "ops": self.graph.op_counts(),
+                          "inputs": self.graph.inputs, "outputs": self.graph.outputs}
+        return s
+
+
+def _shape_str(shape) -> str:
+    return "(" + ", ".join("N" if i == 0 else ("?" if d is None else str(d))
+                           for i, d in enumerate(shape)) + ")"
+
+
+_CONTROLLER = []
+
+
+def _blas_threads(threads):
+    """Limit the BLAS pool (used by the dense path and MatMul/Gemm) to ``threads``."""
+    if threads is None:
+        return None
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    ctx = _CONTROLLER[0].limit(limits=int(threads), user_api="blas")
+    ctx.__enter__()
+    return ctx

@@ -1,0 +1,263 @@
+"""NumPy implementations of the graph's operators (everything but SparseConv).
+
+Each function takes the node's attributes and its input arrays (None for an omitted optional
+input) and returns one array, following the ONNX operator's semantics for the forms the
+converter lets through (see ``docs/onnx_support.md``). ``reuse`` is True when the first input
+is dead after this node and may be overwritten.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _min_value(dtype):
+    return -np.inf if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).min
+
+
+def relu(a, xs, reuse=False):
+    x = xs[0]
+    if reuse and x.flags.writeable:
+        return np.maximum(x, 0, out=x)
+    return np.maximum(x, np.zeros((), x.dtype))
+
+
+def clip(a, xs, reuse=False):
+    x = xs[0]
+    lo = xs[1] if len(xs) > 1 else None
+    hi = xs[2] if len(xs) > 2 else None
+    out = x if (reuse and x.flags.writeable) else None
+    y = x
+    if lo is not None:
+        y = np.maximum(y, np.asarray(lo, x.dtype), out=out)
+        out = y
+    if hi is not None:
+        y = np.minimum(y, np.asarray(hi, x.dtype), out=out)
+    return y if y is not x else x.copy()
+
+
+def leaky_relu(a, xs, reuse=False):
+    x = xs[0]
+    alpha = np.asarray(a.get("alpha", 0.01), x.dtype)
+    return np.where(x < 0, x * alpha, x)
+
+
+def sigmoid(a, xs, reuse=False):
+    x = xs[0]
+    with np.errstate(over="ignore"):
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def batch_norm(a, xs, reuse=False):
+    x, scale, b, mean, var = xs
+    eps = a.get("epsilon", 1e-5)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    s = (scale / np.sqrt(var + np.asarray(eps, var.dtype))).astype(x.dtype)
+    t = (b - mean * s).astype(x.dtype)
+    return x * s.reshape(shape) + t.reshape(shape)
+
+
+def _same_dtype(x, y, fn, reuse):
+    out_shape = np.broadcast_shapes(x.shape, y.shape)
+    if reuse and x.flags.writeable and x.shape == out_shape and x.dtype == y.dtype:
+        return fn(x, y, out=x)
+    return fn(x, y)
+
+
+def add(a, xs, reuse=False):
+    return _same_dtype(xs[0], xs[1], np.add, reuse)
+
+
+def mul(a, xs, reuse=False):
+    return _same_dtype(xs[0], xs[1], np.multiply, reuse)
+
+
+def concat(a, xs, reuse=False):
+    return np.concatenate(xs, axis=a.get("axis", 0))
+
+
+def flatten(a, xs, reuse=False):
+    x = xs[0]
+    axis = a.get("axis", 1)
+    if axis < 0:
+        axis += x.ndim
+    return x.reshape(int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:])))
+
+
+def reshape(a, xs, reuse=False):
+    x, shape = xs[0], [int(v) for v in np.asarray(xs[1]).reshape(-1)]
+    if not a.get("allowzero", 0):
+        shape = [x.shape[i] if v == 0 else v for i, v in enumerate(shape)]
+    return x.reshape(shape)
+
+
+def gemm(a, xs, reuse=False):
+    A, B = xs[0], xs[1]
+    C = xs[2] if len(xs) > 2 else None
+    if a.get("transA", 0):
+        A = A.T
+    if a.get("transB", 0):
+        B = B.T
+    y = A @ B
+    alpha, beta = a.get("alpha", 1.0), a.get("beta", 1.0)
+    if alpha != 1.0:
+        y = y * np.asarray(alpha, y.dtype)
+    if C is not None and beta != 0.0:
+        y = y + (C if beta == 1.0 else C * np.asarray(beta, C.dtype))
+    return y
+
+
+def matmul(a, xs, reuse=False):
+    return np.matmul(xs[0], xs[1])
+
+
+def _softmax(x, axis):
+    m = np.max(x, axis=axis, keepdims=True)
+    e = np.exp(x - m)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def softmax(a, xs, reuse=False):
+    x = xs[0]
+    if a.get("legacy", 0):  # opset < 13: coerce to 2-D at axis
+        axis = a.get("axis", 1)
+        if axis < 0:
+            axis += x.ndim
+        n = int(np.prod(x.shape[:axis]))
+        return _softmax(x.reshape(n, -1), 1).reshape(x.shape)
+    return _softmax(x, a.get("axis", -1))
+
+
+def identity(a, xs, reuse=False):
+    return xs[0]
+
+
+def pad(a, xs, reuse=False):
+    x, pads = xs[0], [int(v) for v in np.asarray(xs[1]).reshape(-1)]
+    value = xs[2] if len(xs) > 2 and xs[2] is not None else None
+    axes = xs[3] if len(xs) > 3 and xs[3] is not None else None
+    r = x.ndim
+    axes = list(range(r)) if axes is None else [int(v) % r for v in np.asarray(axes).reshape(-1)]
+    if len(pads) != 2 * len(axes):
+        raise ValueError(f"pads has {len(pads)} entries for {len(axes)} axes")
+    before, after = [0] * r, [0] * r
+    for i, ax in enumerate(axes):
+        before[ax], after[ax] = pads[i], pads[i + len(axes)]
+    # negative pads crop first
+    x = x[tuple(slice(max(-b, 0), x.shape[d] - max(-e, 0)) for d, (b, e) in
+                enumerate(zip(before, after)))]
+    width = [(max(b, 0), max(e, 0)) for b, e in zip(before, after)]
+    mode = a.get("mode", "constant")
+    if mode == "constant":
+        cv = 0 if value is None else np.asarray(value).reshape(-1)[0] if np.size(value) else 0
+        return np.pad(x, width, mode="constant", constant_values=np.asarray(cv).astype(x.dtype))
+    return np.pad(x, width, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode])
+
+
+def global_average_pool(a, xs, reuse=False):
+    x = xs[0]
+    return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=np.float64 if
+                  x.dtype == np.float64 else None).astype(x.dtype, copy=False)
+
+
+# ----------------------------------------------------------------------------- pooling
+
+def pool_geometry(a, H, W):
+    """((Ho, Wo), (pt, pb, pl, pr) explicit pads, extra bottom/right for ceil/same)."""
+    kh, kw = a["kernel_shape"]
+    sh, sw = a.get("strides", [1, 1])
+    dh, dw = a.get("dilations", [1, 1])
+    auto = a.get("auto_pad", "NOTSET")
+    ceil_mode = a.get("ceil_mode", 0)
+    spans = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
+    out, pads = [], []
+    for n, k, s, (p0, p1) in zip((H, W), spans, (sh, sw),
+                                 _pairs(a.get("pads", [0, 0, 0, 0]))):
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            o = -(-n // s)
+            total = max((o - 1) * s + k - n, 0)
+            p0 = total // 2 if auto == "SAME_UPPER" else total - total // 2
+            p1 = total - p0
+        elif auto == "VALID":
+            p0 = p1 = 0
+            o = -(-(n - k + 1) // s)
+        else:
+            span = n + p0 + p1 - k
+            o = (-(-span // s) if ceil_mode else span // s) + 1
+            if ceil_mode and (o - 1) * s >= n + p0:  # last window may not start in the pad
+                o -= 1
+        if o < 1:
+            raise ValueError(f"pooling window {k} is larger than the padded input {n + p0 + p1}")
+        out.append(o)
+        pads.append((p0, p1))
+    return tuple(out), pads, spans
+
+
+def _pairs(p):
+    return [(p[0], p[2]), (p[1], p[3])]
+
+
+def _windows(xp, a, Ho, Wo):
+    kh, kw = a["kernel_shape"]
+    sh, sw = a.get("strides", [1, 1])
+    dh, dw = a.get("dilations", [1, 1])
+    for i in range(kh):
+        for j in range(kw):
+            yield xp[:, :, i * dh: i * dh + sh * (Ho - 1) + 1: sh,
+                     j * dw: j * dw + sw * (Wo - 1) + 1: sw]
+
+
+def _padded(x, pads, spans, a, Ho, Wo, value):
+    (p0, p1), (q0, q1) = pads
+    sh, sw = a.get("strides", [1, 1])
+    need_h = (Ho - 1) * sh + spans[0]
+    need_w = (Wo - 1) * sw + spans[1]
+    eh = max(need_h - (x.shape[2] + p0 + p1), 0)
+    ew = max(need_w - (x.shape[3] + q0 + q1), 0)
+    if not (p0 or p1 or q0 or q1 or eh or ew):
+        return x, (eh, ew)
+    xp = np.pad(x, ((0, 0), (0, 0), (p0, p1 + eh), (q0, q1 + ew)), constant_values=value)
+    return xp, (eh, ew)
+
+
+def max_pool(a, xs, reuse=False):
+    x = xs[0]
+    (Ho, Wo), pads, spans = pool_geometry(a, x.shape[2], x.shape[3])
+    xp, _ = _padded(x, pads, spans, a, Ho, Wo, _min_value(x.dtype))
+    out = None
+    for v in _windows(xp, a, Ho, Wo):
+        out = v.copy() if out is None else np.maximum(out, v, out=out)
+    return out
+
+
+def average_pool(a, xs, reuse=False):
+    x = xs[0]
+    H, W = x.shape[2], x.shape[3]
+    (Ho, Wo), pads, spans = pool_geometry(a, H, W)
+    xp, (eh, ew) = _padded(x, pads, spans, a, Ho, Wo, 0)
+    acc = np.zeros((x.shape[0], x.shape[1], Ho, Wo), np.float64 if x.dtype == np.float64
+                   else np.float32)
+    for v in _windows(xp, a, Ho, Wo):
+        acc += v
+    # divisor: positions inside the input (count_include_pad=0) or inside input + explicit pads
+    (p0, p1), (q0, q1) = pads
+    ones = np.zeros((1, 1) + xp.shape[2:], np.float64)
+    if a.get("count_include_pad", 0):
+        ones[..., :H + p0 + p1, :W + q0 + q1] = 1
+    else:
+        ones[..., p0:p0 + H, q0:q0 + W] = 1
+    cnt = sum(v for v in _windows(ones, a, Ho, Wo))
+    return (acc / cnt).astype(x.dtype)
+
+
+FUNCS = {
+    "Relu": relu, "Clip": clip, "LeakyRelu": leaky_relu, "Sigmoid": sigmoid,
+    "BatchNormalization": batch_norm, "Add": add, "Mul": mul, "Concat": concat,
+    "Flatten": flatten, "Reshape": reshape, "Gemm": gemm, "MatMul": matmul,
+    "Softmax": softmax, "Identity": identity, "Pad": pad,
+    "GlobalAveragePool": global_average_pool, "MaxPool": max_pool,
+    "AveragePool": average_pool,
+}
+
+#: ops whose first input may be overwritten when dead
+INPLACE_OPS = {"Relu", "Clip", "Add", "Mul"}
