@@ -39,3 +39,5 @@ def render(relative: str, **values) -> str:
         return string.Template(text).substitute({k: str(v) for k, v in values.items()})
     except KeyError as exc:
         raise KepError(f"template {relative} needs a value for {exc.args[0]!r}") from None
+    except ValueError as exc:  # a stray '$' in the template
+        raise KepError(f"template {relative} is malformed: {exc}") from None
