@@ -1,0 +1,284 @@
+// Sparse convolution engine: plan checks, input packing, OpenMP work split, ISA dispatch.
+// The register-tiled inner loops live in spconv_<isa>.cpp (spconv_tile.inc).
+#include "spconv.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "cpu_features.hpp"
+
+#ifdef KEPSPARSE_OPENMP
+#include <omp.h>
+#endif
+
+#include "spconv_api.hpp"
+
+namespace kepsparse {
+
+namespace {
+
+// 64-byte aligned growable scratch, reused across calls by the thread that owns it.
+struct Scratch {
+    float* p = nullptr;
+    size_t n = 0;
+    ~Scratch() { std::free(p); }
+    float* get(size_t count) {
+        if (count > n) {
+            std::free(p);
+            const size_t bytes = ((count * sizeof(float) + 63) / 64) * 64;
+            p = static_cast<float*>(std::aligned_alloc(64, bytes));
+            if (!p) { n = 0; throw std::bad_alloc(); }
+            n = count;
+        }
+        return p;
+    }
+};
+
+int num_threads_for(int threads) {
+#ifdef KEPSPARSE_OPENMP
+    return threads > 0 ? threads : omp_get_max_threads();
+#else
+    (void)threads;
+    return 1;
+#endif
+}
+
+int thread_id() {
+#ifdef KEPSPARSE_OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+}  // namespace
+
+const SpconvIsa* spconv_isa_by_name(const std::string& name) {
+    const CpuFeatures f = detect_cpu_features();
+    if (name == "avx512") {
+        if (!f.avx512f || !f.avx2 || !f.fma) throw std::runtime_error("this CPU lacks AVX-512F");
+        return &spconv_isa_avx512();
+    }
+    if (name == "avx2") {
+        if (!f.avx2 || !f.fma) throw std::runtime_error("this CPU lacks AVX2+FMA");
+        return &spconv_isa_avx2();
+    }
+    if (name == "generic") return &spconv_isa_generic();
+    throw std::invalid_argument("unknown ISA '" + name + "' (avx512, avx2, generic)");
+}
+
+int spconv_tile_vectors(const std::string& isa, int ob) {
+    const SpconvIsa* I = (isa == "avx512")  ? &spconv_isa_avx512()
+                         : (isa == "avx2") ? &spconv_isa_avx2()
+                         : (isa == "generic") ? &spconv_isa_generic() : nullptr;
+    if (!I) throw std::invalid_argument("unknown ISA '" + isa + "'");
+    return I->process ? I->vmax(ob) : 0;
+}
+
+void spconv_check_plan(const SpconvPlan& p) {
+    auto fail = [](const std::string& m) { throw std::invalid_argument("SpconvPlan: " + m); };
+    if (p.O <= 0 || p.Ctot <= 0 || p.KH <= 0 || p.KW <= 0) fail("non-positive shape");
+    if (p.OB != 1 && p.OB != 2 && p.OB != 4 && p.OB != 8) fail("OB must be 1, 2, 4 or 8");
+    if ((long)p.out_ch.size() != p.nblocks * p.OB) fail("out_ch length != nblocks*OB");
+    if (p.nblocks != (p.O + p.OB - 1) / p.OB) fail("nblocks != ceil(O/OB)");
+    std::vector<char> seen(p.O, 0);
+    for (int32_t o : p.out_ch) {
+        if (o < -1 || o >= p.O) fail("out_ch out of range");
+        if (o >= 0) {
+            if (seen[o]) fail("output channel listed twice");
+            seen[o] = 1;
+        }
+    }
+    const long KK = (long)p.KH * p.KW;
+    if ((long)p.Ctot * KK >= (1L << 31)) fail("Ctot*KH*KW too large");
+    const int64_t nE = (int64_t)p.ck.size();
+    if ((int64_t)p.w.size() != nE * p.OB) fail("w length != entries*OB");
+    for (int32_t k : p.ck)
+        if (k < 0 || k >= p.Ctot * KK) fail("ck out of range");
+    if (p.ncg != (p.Ctot + 7) / 8) fail("ncg != ceil(Ctot/8)");
+    const long stride = p.ncg + 1;
+    if ((long)p.cptr.size() != p.nblocks * stride) fail("cptr length != nblocks*(ncg+1)");
+    int64_t prev = 0;
+    for (long b = 0; b < p.nblocks; ++b) {
+        if (p.cptr[b * stride] != prev) fail("cptr blocks not contiguous");
+        for (long g = 0; g < p.ncg; ++g) {
+            const int64_t s = p.cptr[b * stride + g], e = p.cptr[b * stride + g + 1];
+            if (e < s || e > nE) fail("cptr decreasing or beyond the entries");
+            for (int64_t i = s; i < e; ++i)
+                if (p.ck[i] / KK < 8 * g || p.ck[i] / KK >= 8 * (g + 1))
+                    fail("entry outside its channel group");
+        }
+        prev = p.cptr[b * stride + p.ncg];
+    }
+    if (prev != nE) fail("cptr does not cover all entries");
+}
+
+// Input packing. Image n, channel ci becomes a plane of PS floats holding sh*sw phase
+// planes of Hra rows x Wr columns: phase (a, b), row r, column q is padded input
+// Xp[r*sh + a][q*sw + b] (0 outside the data). With sw == 1 the right padding of a row and
+// the left padding of the next one share a gap of g = max(pl, pr, ...) columns (Wr = W + g),
+// data at columns [pl, pl + W); reads past the row end land in the next row's left gap.
+// The last row (Hra = Hr + 1) is zeros, for such wrapped reads.
+void spconv_run(const SpconvPlan& plan, const std::string& isa_name, const float* x, long N,
+                long H, long W, const float* bias, float* y, long Ho, long Wo, int sh, int sw,
+                int pt, int pb, int pl, int pr, int dh, int dw, bool relu, int threads) {
+    const SpconvIsa& isa = *spconv_isa_by_name(isa_name);
+    const int vmax = isa.process ? isa.vmax(plan.OB) : 0;
+    if (vmax <= 0) throw std::invalid_argument("no tile for OB on this ISA");
+    const long C = plan.Ctot, KH = plan.KH, KW = plan.KW, KK = KH * KW;
+    const long Hp = H + pt + pb, Wp = W + pl + pr;
+    if (Ho != (Hp - (long)dh * (KH - 1) - 1) / sh + 1 || Wo != (Wp - (long)dw * (KW - 1) - 1) / sw + 1 ||
+        Ho <= 0 || Wo <= 0)
+        throw std::invalid_argument("output size does not match the geometry");
+
+    long Wr, g = 0;
+    if (sw == 1) {
+        g = std::max<long>({(long)pl, (long)pr, (long)pl + pr - (long)dw * (KW - 1)});
+        Wr = W + g;
+    } else {
+        Wr = (Wp + sw - 1) / sw;
+    }
+    const long Hr = (Hp + sh - 1) / sh, Hra = Hr + 1;
+    const long nph = (long)sh * sw;
+    const long PS = ((nph * Hra * Wr) + 15) / 16 * 16;
+    const long lanes = isa.lanes, T = (long)vmax * lanes;
+    const long npix = Ho * Wr;
+    const long ntiles = (npix + T - 1) / T;
+
+    // offsets of every (ci, k) in a packed image
+    std::vector<long> tab(KK);
+    long maxtab = 0;
+    for (long kh = 0; kh < KH; ++kh)
+        for (long kw = 0; kw < KW; ++kw) {
+            const long qh = kh * dh, qw = kw * dw;
+            const long t = ((qh % sh) * sw + (qw % sw)) * Hra * Wr + (qh / sh) * Wr + qw / sw;
+            tab[kh * KW + kw] = t;
+            maxtab = std::max(maxtab, t);
+        }
+    if ((double)C * PS + ntiles * T + maxtab >= 2147483647.0)
+        throw std::invalid_argument("one image is too large for 32-bit offsets");
+    std::vector<int32_t> off(C * KK);
+    for (long ci = 0; ci < C; ++ci)
+        for (long k = 0; k < KK; ++k) off[ci * KK + k] = (int32_t)(ci * PS + tab[k]);
+
+    // tile reads may run past the last plane (garbage lanes): slack of zeros after it
+    const long slack = ntiles * T + maxtab + 64 - npix;
+    const long img = C * PS;
+    thread_local Scratch xs;
+    float* xr = xs.get((size_t)(N * img + std::max(0L, slack) + 64));
+
+    SpconvCtx c;
+    c.plan = &plan;
+    c.out_ch = plan.out_ch.data();
+    c.ck = plan.ck.data();
+    c.w = plan.w.data();
+    c.cptr = plan.cptr.data();
+    c.O = plan.O;
+    c.OB = plan.OB;
+    c.ncg = plan.ncg;
+    c.xr = xr;
+    c.img_stride = img;
+    c.off = off.data();
+    c.y = y;
+    c.bias = bias;
+    c.relu = relu;
+    c.Ho = Ho;
+    c.Wo = Wo;
+    c.Wr = Wr;
+    c.npix = npix;
+    c.lanes = (int)lanes;
+    c.vmax = vmax;
+    c.T = T;
+    // c-block: input planes of one c-block for one tile should stay in L1 (~24 KB)
+    {
+        long rows_span = ((KH - 1) * dh) / sh * Wr + ((KW - 1) * dw) / sw;
+        long per_ch = (T + rows_span + 16) * std::min<long>(nph, KK) * (long)sizeof(float);
+        long ch = std::max<long>(8, (24L * 1024) / std::max<long>(per_ch, 1));
+        c.cgb = (int)std::max<long>(1, ch / 8);
+    }
+
+    const int nt = num_threads_for(threads);
+    const long nblocks = plan.nblocks;
+    const long base_items = N * ntiles;
+    long nchunks = std::max<long>(1, (4L * nt + base_items - 1) / base_items);
+    nchunks = std::min(nchunks, nblocks);
+    const long items = base_items * nchunks;
+    const long max_chunk_blocks = (nblocks + nchunks - 1) / nchunks;
+
+    // per-thread tile buffers, allocated here: nothing may throw inside the parallel region
+    std::vector<std::unique_ptr<Scratch>> bufs(nt);
+    for (auto& b : bufs) {
+        b.reset(new Scratch());
+        b->get((size_t)(max_chunk_blocks * plan.OB * T));
+    }
+
+#ifdef KEPSPARSE_OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+    {
+#ifdef KEPSPARSE_OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (long nc = 0; nc < N * C; ++nc) {
+            const float* src = x + nc * H * W;
+            float* dst = xr + nc * PS;
+            if (sw == 1 && sh == 1) {
+                std::memset(dst, 0, sizeof(float) * pt * Wr);
+                float* row = dst + pt * Wr;
+                for (long h = 0; h < H; ++h, row += Wr) {
+                    std::memset(row, 0, sizeof(float) * pl);
+                    std::memcpy(row + pl, src + h * W, sizeof(float) * W);
+                    std::memset(row + pl + W, 0, sizeof(float) * (Wr - pl - W));
+                }
+                std::memset(row, 0, sizeof(float) * (PS - (pt + H) * Wr));
+            } else {
+                for (long a = 0; a < sh; ++a)
+                    for (long b = 0; b < sw; ++b) {
+                        float* ph = dst + (a * sw + b) * Hra * Wr;
+                        for (long r = 0; r < Hra; ++r) {
+                            const long R = r * sh + a - pt;  // data row
+                            float* drow = ph + r * Wr;
+                            if (R < 0 || R >= H) {
+                                std::memset(drow, 0, sizeof(float) * Wr);
+                                continue;
+                            }
+                            const float* srow = src + R * W;
+                            if (sw == 1) {
+                                std::memset(drow, 0, sizeof(float) * pl);
+                                std::memcpy(drow + pl, srow, sizeof(float) * W);
+                                std::memset(drow + pl + W, 0, sizeof(float) * (Wr - pl - W));
+                            } else {
+                                for (long q = 0; q < Wr; ++q) {
+                                    const long u = q * sw + b - pl;
+                                    drow[q] = (u >= 0 && u < W) ? srow[u] : 0.0f;
+                                }
+                            }
+                        }
+                    }
+                std::memset(dst + nph * Hra * Wr, 0, sizeof(float) * (PS - nph * Hra * Wr));
+            }
+        }
+#ifdef KEPSPARSE_OPENMP
+#pragma omp single
+#endif
+        if (slack > 0) std::memset(xr + N * img, 0, sizeof(float) * (slack + 64));
+
+        float* buf = bufs[thread_id()]->p;
+#ifdef KEPSPARSE_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (long it = 0; it < items; ++it) {
+            const long chunk = it % nchunks;
+            const long nt_idx = it / nchunks;
+            const long n = nt_idx / ntiles, tile = nt_idx % ntiles;
+            const long b0 = nblocks * chunk / nchunks, b1 = nblocks * (chunk + 1) / nchunks;
+            isa.process(c, n, tile, b0, b1, buf);
+        }
+    }
+}
+
+}  // namespace kepsparse

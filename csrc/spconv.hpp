@@ -1,0 +1,77 @@
+// Non-sliding-window sparse convolution engine (the "cpp" backend's kernels).
+//
+// Every stored weight Wt[o, c, kh, kw] scales one shifted (strided) input plane into one
+// output plane. The engine works on a plan built once per layer (SpconvPlan, repacked in
+// kepsparse/kernels/cpp.py from the format object's coo()):
+//
+//   output channels are permuted (channels with equal kept masks adjacent) and cut into
+//   blocks of OB channels (OB in {1,2,4,8}); each block keeps the union of its channels'
+//   kept positions as "entries", sorted by (input channel, kernel position):
+//     out_ch  int32 [nblocks*OB]        original output channel of every slot, -1 = padding
+//     ck      int32 [nE]                ci*KH*KW + kh*KW + kw of every entry (ci: absolute
+//                                       input channel, groups already resolved)
+//     w       float [nE*OB]             the OB weights of every entry (0 where a channel of
+//                                       the block does not keep that position)
+//     cptr    int64 [nblocks*(ncg+1)]   entry index where block b's entries with
+//                                       ci >= 8*g start (ncg = ceil(Ctot/8) channel groups)
+//
+// At run time the input is repacked once per call into padded, stride-phase-split planes
+// (see pack_input in spconv.cpp) so that the input a weight needs for a run of consecutive
+// output pixels is one contiguous run of floats: output pixel i (flat over a row pitch Wr)
+// of entry (ci, k) reads packed[ci*PS + tab[k] + i]. A register tile is OB output channels x
+// V vectors of pixels: one vector load of input feeds OB FMAs.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace kepsparse {
+
+struct SpconvPlan {
+    int O = 0, Ctot = 0, KH = 0, KW = 0, OB = 1;
+    long nblocks = 0;
+    int ncg = 0;  // channel groups of 8
+    std::vector<int32_t> out_ch;
+    std::vector<int32_t> ck;
+    std::vector<float> w;
+    std::vector<int64_t> cptr;
+};
+
+// Everything one call needs, shared read-only by the threads.
+struct SpconvCtx {
+    const SpconvPlan* plan = nullptr;
+    // the plan's arrays as raw pointers (the ISA code touches no std:: templates)
+    const int32_t* out_ch = nullptr;
+    const int32_t* ck = nullptr;
+    const float* w = nullptr;
+    const int64_t* cptr = nullptr;
+    int O = 0, OB = 1, ncg = 0;
+    const float* xr = nullptr;     // packed input
+    long img_stride = 0;           // floats per image in xr (Ctot * PS)
+    const int32_t* off = nullptr;  // [Ctot*KK] offset of entry key in an image of xr
+    float* y = nullptr;            // (N, O, Ho, Wo)
+    const float* bias = nullptr;   // (O,) or null
+    bool relu = false;
+    long Ho = 0, Wo = 0, Wr = 0;   // output size, row pitch of the flat pixel index
+    long npix = 0;                 // Ho * Wr
+    int lanes = 16;                // floats per vector
+    int vmax = 4;                  // vectors per full tile
+    long T = 64;                   // floats per tile = vmax * lanes
+    int cgb = 1;                   // channel groups per c-block
+};
+
+// One ISA's implementation: tile shape and the work-item function.
+struct SpconvIsa {
+    const char* name;
+    int lanes;
+    int (*vmax)(int ob);  // 0 when this ISA has no tile for that OB
+    // Compute output pixels [tile*T, tile*T + T) of image n for blocks [b0, b1);
+    // buf: scratch of (b1-b0)*OB*T floats.
+    void (*process)(const SpconvCtx& c, long n, long tile, long b0, long b1, float* buf);
+};
+
+const SpconvIsa& spconv_isa_avx512();
+const SpconvIsa& spconv_isa_avx2();
+const SpconvIsa& spconv_isa_generic();
+
+}  // namespace kepsparse

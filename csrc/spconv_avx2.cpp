@@ -1,0 +1,48 @@
+// AVX2+FMA instantiation of the sparse-conv tile (8 floats per vector, 16 ymm registers).
+// Compiled for baseline x86-64 like every file; only the code between push/pop_options
+// targets AVX2+FMA, and it is only called after cpu_features() reported avx2 and fma.
+#include <cstdint>
+
+#include "spconv.hpp"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+
+namespace kepsparse {
+namespace {
+
+typedef __m256 vec_t;
+constexpr int LANES = 8;
+inline vec_t vzero() { return _mm256_setzero_ps(); }
+inline vec_t vload(const float* p) { return _mm256_loadu_ps(p); }
+inline void vstore(float* p, vec_t v) { _mm256_storeu_ps(p, v); }
+inline vec_t vset1(float x) { return _mm256_set1_ps(x); }
+inline vec_t vfma(vec_t a, vec_t b, vec_t acc) { return _mm256_fmadd_ps(a, b, acc); }
+
+#include "spconv_tile.inc"
+
+// output channels x vectors: OB*V accumulators + V inputs + OB broadcasts <= 16 registers
+int vmax_avx2(int ob) { return ob == 1 ? 8 : ob == 2 ? 5 : ob == 4 ? 2 : 0; }
+
+}  // namespace
+#pragma GCC pop_options
+
+const SpconvIsa& spconv_isa_avx2() {
+    static const SpconvIsa isa{"avx2", 8, &vmax_avx2, &process};
+    return isa;
+}
+
+}  // namespace kepsparse
+
+#else
+namespace kepsparse {
+static int vmax_none(int) { return 0; }
+const SpconvIsa& spconv_isa_avx2() {
+    static const SpconvIsa isa{"avx2", 8, &vmax_none, nullptr};
+    return isa;
+}
+}  // namespace kepsparse
+#endif

@@ -1,0 +1,49 @@
+// AVX-512 instantiation of the sparse-conv tile (16 floats per vector, 32 zmm registers).
+// Compiled for baseline x86-64 like every file; only the code between push/pop_options
+// targets AVX-512, and it is only called after cpu_features() reported avx512f.
+#include <cstdint>
+
+#include "spconv.hpp"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+
+namespace kepsparse {
+namespace {
+
+typedef __m512 vec_t;
+constexpr int LANES = 16;
+#define KEPSPARSE_HAS_OB8 1
+inline vec_t vzero() { return _mm512_setzero_ps(); }
+inline vec_t vload(const float* p) { return _mm512_loadu_ps(p); }
+inline void vstore(float* p, vec_t v) { _mm512_storeu_ps(p, v); }
+inline vec_t vset1(float x) { return _mm512_set1_ps(x); }
+inline vec_t vfma(vec_t a, vec_t b, vec_t acc) { return _mm512_fmadd_ps(a, b, acc); }
+
+#include "spconv_tile.inc"
+
+// output channels x vectors: OB*V accumulators + V inputs + OB broadcasts <= 32 registers
+int vmax_avx512(int ob) { return ob == 1 ? 8 : ob == 2 ? 8 : ob == 4 ? 5 : ob == 8 ? 2 : 0; }
+
+}  // namespace
+#pragma GCC pop_options
+
+const SpconvIsa& spconv_isa_avx512() {
+    static const SpconvIsa isa{"avx512", 16, &vmax_avx512, &process};
+    return isa;
+}
+
+}  // namespace kepsparse
+
+#else
+namespace kepsparse {
+static int vmax_none(int) { return 0; }
+const SpconvIsa& spconv_isa_avx512() {
+    static const SpconvIsa isa{"avx512", 16, &vmax_none, nullptr};
+    return isa;
+}
+}  // namespace kepsparse
+#endif

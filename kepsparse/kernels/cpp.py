@@ -1,0 +1,177 @@
+"""The C++ backend: register-tiled non-sliding-window sparse convolution (``kepsparse._core``).
+
+Each stored weight scales one shifted (strided) input plane into one output plane, as in the
+reference. ``prepare(fmt)`` repacks the format ONCE, through the format class's ``coo()``,
+into a plan (layout documented in ``csrc/spconv.hpp``):
+
+- output channels are reordered so channels with equal kept masks are adjacent (KEP: filters
+  that share their patterns), then cut into blocks of OB channels, OB in {1, 2, 4, 8};
+- each block stores the union of its channels' kept positions as entries
+  (``ci*KH*KW + kh*KW + kw``, sorted by input channel) with OB weights each (0 where a channel
+  lacks that position), plus per-8-channel entry pointers for cache blocking over C;
+- OB is chosen per layer by a cost model: every entry costs ``OB`` FMAs per pixel vector plus a
+  fixed overhead (input load, offset, loop), so a wider block pays only when its channels
+  really share positions.
+
+The kernel keeps an OB x (up to 8 vectors) output tile in registers: one input vector load
+feeds OB FMAs. Groups are resolved when the plan is built (entries name absolute input
+channels), so plans are cached per ``groups`` value.
+
+One kernel per (format, ISA): AVX-512, AVX2+FMA and portable, chosen by ``available()`` from
+``kepsparse._core.cpu_features()``. Without the extension this module still imports and its
+kernels report why they are unavailable.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+
+from .registry import Kernel, register
+
+try:  # the extension is optional: no C++ compiler at install time means no _core
+    from .. import _core
+    _CORE_ERROR: str | None = None
+except ImportError as exc:  # pragma: no cover - exercised only on compiler-less installs
+    _core = None
+    _CORE_ERROR = f"kepsparse._core not built: no C++ compiler at install time ({exc})"
+
+#: ISAs in preference order: (name, required cpu_features, priority bonus)
+ISAS = (("avx512", ("avx512f", "avx2", "fma"), 20),
+        ("avx2", ("avx2", "fma"), 10),
+        ("generic", (), 0))
+OB_CHOICES = (1, 2, 4, 8)
+#: Per-entry overhead in FMA-vector units (input load, offset lookup, loop): see _choose_ob.
+ENTRY_OVERHEAD = 1.0
+
+
+def _features() -> dict:
+    return _core.cpu_features() if _core is not None else {}
+
+
+def _isa_reason(isa: str, needs: tuple[str, ...]) -> str | None:
+    if _core is None:
+        return _CORE_ERROR
+    missing = [f for f in needs if not _features().get(f, False)]
+    if missing:
+        return f"this CPU lacks {', '.join(missing)} (needed by the {isa} kernel)"
+    return None
+
+
+def _choose_ob(masks: np.ndarray, order: np.ndarray, isa: str) -> tuple[int, dict]:
+    """Pick OB for channels in ``order`` (masks: bool (O, Ctot*KK)); returns OB and costs."""
+    O = masks.shape[0]
+    nnz = int(masks.sum())
+    forced = os.environ.get("KEPSPARSE_CPP_OB")
+    costs = {}
+    for ob in OB_CHOICES:
+        if _core.spconv_tile_vectors(isa, ob) == 0 or (ob > 1 and O < ob):
+            continue
+        union = _union_entries(masks, order, ob)
+        costs[ob] = union * (ob + ENTRY_OVERHEAD)
+    if forced and int(forced) in costs:
+        return int(forced), costs
+    if nnz == 0:
+        return 1, costs
+    return min(costs, key=lambda ob: (costs[ob], ob)), costs
+
+
+def _union_entries(masks, order, ob):
+    O = len(order)
+    nb = -(-O // ob)
+    padded = np.full(nb * ob, -1, dtype=np.int64)
+    padded[:O] = order
+    m = np.zeros((nb * ob, masks.shape[1]), dtype=bool)
+    m[:O] = masks[order]
+    return int(m.reshape(nb, ob, -1).any(axis=1).sum())
+
+
+def build_plan(fmt, groups: int, isa: str, ob: int | None = None):
+    """The C++ plan of a format object for ``groups`` and ``isa`` (layout: csrc/spconv.hpp)."""
+    O, Cg, KH, KW = fmt.shape
+    KK = KH * KW
+    Ctot = Cg * groups
+    o, c, kh, kw, v = fmt.coo()
+    o = np.asarray(o, np.int64)
+    ci = (o // (O // groups)) * Cg + np.asarray(c, np.int64)
+    key = ci * KK + np.asarray(kh, np.int64) * KW + np.asarray(kw, np.int64)
+    v = np.asarray(v, np.float32)
+    CK = Ctot * KK
+    masks = np.zeros((O, CK), dtype=bool)
+    masks[o, key] = True
+    # channels with equal masks adjacent (lexicographic order of the masks), then by index
+    _, inverse = np.unique(np.packbits(masks, axis=1), axis=0, return_inverse=True)
+    order = np.argsort(inverse.reshape(-1), kind="stable")
+    if ob is None:
+        ob, _ = _choose_ob(masks, order, isa)
+    nb = -(-O // ob)
+    out_ch = np.full(nb * ob, -1, dtype=np.int32)
+    out_ch[:O] = order
+    slot = np.empty(O, dtype=np.int64)
+    slot[order] = np.arange(O)
+    block, lane = slot[o] // ob, slot[o] % ob
+    comp = block * CK + key
+    uniq, inv = np.unique(comp, return_inverse=True)
+    w = np.zeros((len(uniq), ob), dtype=np.float32)
+    w[inv.reshape(-1), lane] = v
+    ck = (uniq % CK).astype(np.int32)
+    ncg = -(-Ctot // 8)
+    bounds = (np.arange(nb, dtype=np.int64)[:, None] * CK
+              + np.minimum(np.arange(ncg + 1, dtype=np.int64) * 8, Ctot)[None, :] * KK)
+    bounds[:, -1] = (np.arange(nb, dtype=np.int64) + 1) * CK  # the block's end
+    cptr = np.searchsorted(uniq, bounds.reshape(-1), side="left").astype(np.int64)
+    return _core.SpconvPlan(O, Ctot, KH, KW, ob, out_ch, ck, w.reshape(-1), cptr)
+
+
+class _Prepared:
+    """A format's plans, one per (groups) value, built on first use."""
+
+    def __init__(self, fmt, isa: str):
+        self.fmt = fmt
+        self.isa = isa
+        self.plans: dict[int, object] = {}
+        self._lock = threading.Lock()
+
+    def plan(self, groups: int):
+        p = self.plans.get(groups)
+        if p is None:
+            with self._lock:
+                p = self.plans.get(groups)
+                if p is None:
+                    p = self.plans[groups] = build_plan(self.fmt, groups, self.isa)
+        return p
+
+
+def _make_prepare(isa: str):
+    def prepare(fmt):
+        return _Prepared(fmt, isa)
+    return prepare
+
+
+def run(prepared: _Prepared, x, bias, geometry, relu=False, threads=None):
+    O, Cg, KH, KW = prepared.fmt.shape
+    Ho, Wo = geometry.output_size(x.shape[2], x.shape[3], KH, KW)
+    plan = prepared.plan(geometry.groups)
+    return _core.spconv_run(plan, prepared.isa, x, bias, tuple(geometry.stride),
+                            tuple(geometry.padding), tuple(geometry.dilation), (Ho, Wo),
+                            bool(relu), 0 if threads is None else int(threads))
+
+
+_TILE_NAMES = {"avx512": "o1to8x128", "avx2": "o1to4x64", "generic": "o1to4x32"}
+
+for _fmt in ("pattern", "csr", "dense"):
+    for _isa, _needs, _bonus in ISAS:
+        register(Kernel(
+            name=f"{_fmt}_f32_{_TILE_NAMES[_isa]}_{_isa}",
+            backend="cpp",
+            formats=(_fmt,),
+            prepare=_make_prepare(_isa),
+            run=run,
+            isa=_isa,
+            constraints=("float32 NCHW, any stride/padding/dilation/groups; register tile of "
+                         "OB in {1,2,4,8} output channels (chosen per layer) x up to "
+                         f"{_TILE_NAMES[_isa].split('x')[1]} pixels"),
+            available=(lambda isa=_isa, needs=_needs: _isa_reason(isa, needs)),
+            priority=100 + _bonus if _fmt != "dense" else 50 + _bonus,
+        ))
