@@ -1,0 +1,66 @@
+"""FLOPs / parameter counter with the literature's conventions (see METHODS.md).
+
+"FLOPs" = multiply-accumulates of Conv2d and Linear layers, plus one add per output for a
+layer with a bias (conv-bias adds included); BatchNorm, activations, pooling and residual adds
+are not counted. Params = every parameter of the module (BatchNorm's affine included, running
+statistics not). Sparse counts (``nonzero=True``) count only the non-zero weights.
+
+    >>> count(resnet56(), (3, 32, 32))   # {'params': 853018, 'flops': 125485706, ...}
+"""
+from __future__ import annotations
+
+
+def count(model, input_shape, nonzero: bool = False) -> dict:
+    """{'params', 'flops', 'conv_flops', 'linear_flops', 'layers': [...]} for one image of
+    shape ``input_shape`` (C, H, W). ``nonzero``: count only non-zero weights (pruned nets)."""
+    import torch
+    import torch.nn as nn
+
+    rows = []
+
+    def weight_count(m):
+        w = m.weight.detach()
+        return int((w != 0).sum()) if nonzero else w.numel()
+
+    def conv_hook(m, inp, out):
+        per_out = weight_count(m) / m.out_channels  # MACs per output element
+        n = out.shape[2] * out.shape[3]
+        macs = int(round(per_out * m.out_channels * n))
+        bias = out.shape[1] * n if m.bias is not None else 0
+        rows.append({"name": names[m], "kind": "conv", "flops": macs + bias})
+
+    def linear_hook(m, inp, out):
+        bias = m.out_features if m.bias is not None else 0
+        rows.append({"name": names[m], "kind": "linear", "flops": weight_count(m) + bias})
+
+    names = {m: n for n, m in model.named_modules()}
+    handles = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            handles.append(m.register_forward_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape)))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if nonzero:
+        params = sum(int((p != 0).sum()) for p in model.parameters())
+    else:
+        params = sum(p.numel() for p in model.parameters())
+    conv = sum(r["flops"] for r in rows if r["kind"] == "conv")
+    linear = sum(r["flops"] for r in rows if r["kind"] == "linear")
+    return {"params": params, "flops": conv + linear, "conv_flops": conv,
+            "linear_flops": linear, "layers": rows}
+
+
+def human(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f} {unit}"
+    return str(n)

@@ -1,0 +1,361 @@
+"""Machinery shared by every pruning method: models and data from specs, checkpoints in and
+out, evaluation, params/FLOPs counting, masked training, progress bars, plots.
+
+Specs accepted on the command line (and by the functions here):
+    model   NAME (a network of ``kepsparse.nets``, e.g. ``digits``) or ``path/to/file.py:factory``
+            (a callable returning an ``nn.Module``; called with no argument)
+    data    NAME (``digits``) or ``path/to/file.py:loader`` (a callable returning
+            ``{"train": DataLoader, "test": DataLoader}`` or a ``(train, test)`` pair)
+
+FLOPs follow the literature's convention: multiply-accumulates of conv and linear layers,
+conv/linear bias additions included; after pruning only the kept conv weights count.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConvertError, InputError, UnsupportedError
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise UnsupportedError("pruning needs torch: pip install torch==2.13.0") from None
+    return torch
+
+
+def set_threads(threads: int | None = 2) -> None:
+    """Cap torch's intra-op threads (the machines are small and shared)."""
+    if threads:
+        torch = _torch()
+        torch.set_num_threads(max(1, int(threads)))
+
+
+# ----------------------------------------------------------------------------- specs
+
+def _load_callable(spec: str, what: str):
+    path, _, attr = spec.rpartition(":")
+    if not path or not attr:
+        raise InputError(f"expected NAME or path/to/file.py:callable, got {spec!r}", field=what)
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"no such file {path!r}", field=what)
+    mod_name = f"_kepsparse_user_{what}_{abs(hash(str(file.resolve())))}"
+    module_spec = importlib.util.spec_from_file_location(mod_name, file)
+    if module_spec is None or module_spec.loader is None:
+        raise InputError(f"cannot import {path!r} as a Python module", field=what)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - the user's module failed: say so in one line
+        raise InputError(f"importing {path!r} failed: {type(exc).__name__}: {exc}", field=what) from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise InputError(f"{path!r} has no callable {attr!r}", field=what)
+    return fn
+
+
+def load_model(spec, seed: int = 0):
+    """An ``nn.Module`` from a spec (see module doc) or the module itself."""
+    torch = _torch()
+    if isinstance(spec, torch.nn.Module):
+        return spec
+    spec = str(spec)
+    if ".py:" in spec:
+        factory = _load_callable(spec, "model")
+        try:
+            model = factory()
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"the factory {spec!r} failed: {type(exc).__name__}: {exc}",
+                             field="model") from None
+    else:
+        from ..nets import get_model
+        torch.manual_seed(seed)
+        model = get_model(spec, seed=seed)
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"{spec!r} returned a {type(model).__name__}, not a torch.nn.Module",
+                         field="model")
+    return model
+
+
+def load_data(spec, seed: int = 0, batch_size: int = 64) -> dict:
+    """``{"train": DataLoader, "test": DataLoader}`` from a spec, a dict or a pair."""
+    if isinstance(spec, (str, os.PathLike)):
+        spec = str(spec)
+        if ".py:" in spec:
+            loader = _load_callable(spec, "data")
+            try:
+                data = loader()
+            except Exception as exc:  # noqa: BLE001
+                raise InputError(f"the loader {spec!r} failed: {type(exc).__name__}: {exc}",
+                                 field="data") from None
+        else:
+            from ..nets import get_dataset
+            data = get_dataset(spec, seed=seed, batch_size=batch_size)
+    else:
+        data = spec
+    return as_loaders(data)
+
+
+def as_loaders(data) -> dict:
+    if isinstance(data, dict):
+        missing = [k for k in ("train", "test") if k not in data]
+        if missing:
+            raise InputError(f"the loaders dict lacks {', '.join(missing)!s} (needs 'train' and "
+                             "'test')", field="data")
+        return {"train": data["train"], "test": data["test"]}
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return {"train": data[0], "test": data[1]}
+    raise InputError(f"expected {{'train': loader, 'test': loader}} or (train, test), got "
+                     f"{type(data).__name__}", field="data")
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def read_state_dict(path) -> dict:
+    """A state_dict from a .pt file (``weights_only=True``), with ``torch.nn.utils.prune``
+    pairs ``X_orig``/``X_mask`` folded into ``X = X_orig * X_mask``."""
+    from ..convert.checkpoint import tensors_from_torch_file
+    torch = _torch()
+    path = Path(path)
+    if not path.is_file():
+        raise ConvertError("no such checkpoint file", path=path)
+    arrays = tensors_from_torch_file(path)
+    out = {}
+    for k, v in arrays.items():
+        if k.endswith("_mask") and k[:-5] + "_orig" in arrays:
+            continue
+        if k.endswith("_orig") and k[:-5] + "_mask" in arrays:
+            base = k[:-5]
+            out[base] = torch.from_numpy(np.where(arrays[base + "_mask"] != 0, v, 0).astype(v.dtype))
+            continue
+        out[k] = torch.from_numpy(np.array(v))
+    return out
+
+
+def load_checkpoint(model, path) -> None:
+    """Load ``path`` into ``model``; ConvertError naming the missing/unexpected/mis-shaped keys."""
+    state = read_state_dict(path)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s): {', '.join(missing[:5])}"
+                         + (" ..." if len(missing) > 5 else ""))
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s): {', '.join(unexpected[:5])}"
+                         + (" ..." if len(unexpected) > 5 else ""))
+        raise ConvertError("checkpoint does not match the model: " + "; ".join(parts),
+                           path=path, field=(missing or unexpected)[0])
+    for k, t in expected.items():
+        if tuple(state[k].shape) != tuple(t.shape):
+            raise ConvertError(f"checkpoint does not match the model: shape "
+                               f"{tuple(state[k].shape)} in the checkpoint, {tuple(t.shape)} in "
+                               "the model", path=path, field=k)
+    model.load_state_dict(state, strict=True)
+
+
+def save_checkpoint(model, path, masks: dict | None = None, prune_masks: bool = False) -> None:
+    """Save ``model.state_dict()`` (pruned weights are exact zeros). With ``prune_masks`` the
+    masked layers are saved ``torch.nn.utils.prune``-style (``weight_orig``/``weight_mask``)."""
+    torch = _torch()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if prune_masks and masks:
+        for name, m in masks.items():
+            key = f"{name}.weight"
+            w = state.pop(key)
+            state[f"{key}_orig"] = w
+            state[f"{key}_mask"] = torch.as_tensor(np.asarray(m), dtype=w.dtype)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def write_json(obj, path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# ----------------------------------------------------------------------------- model facts
+
+def conv_layers(model) -> dict:
+    """name -> ``nn.Conv2d`` in module order."""
+    torch = _torch()
+    return {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+
+
+def weight_layers(model) -> dict:
+    """name -> Conv2d or Linear in module order (the layers FLOPs are counted for)."""
+    torch = _torch()
+    return {n: m for n, m in model.named_modules()
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+
+
+def example_input(loader):
+    """The first batch's inputs (one sample) from a DataLoader."""
+    batch = next(iter(loader))
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return x[:1]
+
+
+def count_params_flops(model, example, masks: dict | None = None) -> dict:
+    """Parameters and FLOPs (MACs; conv + linear, bias adds included) for one sample.
+
+    ``masks`` (name -> bool array of the layer's weight shape): count only kept weights of
+    those layers (params) and their MACs (FLOPs)."""
+    torch = _torch()
+    masks = masks or {}
+    layers = weight_layers(model)
+    out_shapes = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: out_shapes.__setitem__(n, out.shape))
+             for n, m in layers.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    params = 0
+    for n, p in model.named_parameters():
+        layer = n.rsplit(".", 1)[0]
+        if n.endswith(".weight") and layer in masks:
+            params += int(np.asarray(masks[layer]).sum())
+        else:
+            params += p.numel()
+    flops = 0
+    per_layer = {}
+    for n, m in layers.items():
+        if n not in out_shapes:
+            continue  # not used in forward
+        shape = out_shapes[n]
+        kept = int(np.asarray(masks[n]).sum()) if n in masks else m.weight.numel()
+        if isinstance(m, torch.nn.Conv2d):
+            pixels = int(shape[-1] * shape[-2])
+            f = kept * pixels + (m.out_channels * pixels if m.bias is not None else 0)
+        else:
+            rows = int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
+            f = rows * (kept + (m.out_features if m.bias is not None else 0))
+        per_layer[n] = f
+        flops += f
+    return {"params": params, "flops": flops, "flops_per_layer": per_layer}
+
+
+def evaluate(model, loader, max_batches: int | None = None) -> float:
+    """Top-1 accuracy in percent."""
+    torch = _torch()
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            x, y = batch[0], batch[1]
+            correct += int((model(x).argmax(1) == y).sum())
+            total += int(y.numel())
+    model.train(was_training)
+    return 100.0 * correct / max(total, 1)
+
+
+# ----------------------------------------------------------------------------- masked training
+
+class MaskGuard:
+    """Keeps the weights of masked layers exactly zero outside their masks while training:
+    gradients are multiplied by the mask (hook) and ``apply()`` re-zeroes the weights after
+    every optimizer step (so momentum or weight decay cannot revive a pruned element)."""
+
+    def __init__(self, model, masks: dict):
+        torch = _torch()
+        layers = dict(model.named_modules())
+        self.pairs = []
+        self.hooks = []
+        for name, m in masks.items():
+            w = layers[name].weight
+            mt = torch.as_tensor(np.asarray(m), dtype=w.dtype, device=w.device)
+            self.pairs.append((w, mt))
+            self.hooks.append(w.register_hook(lambda g, mt=mt: g * mt))
+        self.apply()
+
+    def apply(self) -> None:
+        torch = _torch()
+        with torch.no_grad():
+            for w, mt in self.pairs:
+                w.mul_(mt)
+
+    def remove(self) -> None:
+        for h in self.hooks:
+            h.remove()
+        self.hooks = []
+
+
+def make_optimizer(params, name: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0):
+    torch = _torch()
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise InputError(f"unknown optimizer {name!r}; choose sgd or adam", field="optimizer")
+
+
+def copy_model(model):
+    return copy.deepcopy(model)
+
+
+# ----------------------------------------------------------------------------- progress
+
+class progress_bar:
+    """A rich progress bar (or nothing when disabled): ``advance(n)``, ``note(text)``, ``close()``."""
+
+    def __init__(self, total: int, description: str, enabled: bool = True):
+        self._p = None
+        if not enabled:
+            return
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn)
+        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TimeElapsedColumn(), TextColumn("{task.fields[note]}"), transient=False)
+        self._p.start()
+        self._task = self._p.add_task(description, total=total, note="")
+
+    def advance(self, n: int = 1) -> None:
+        if self._p is not None:
+            self._p.advance(self._task, n)
+
+    def note(self, text: str) -> None:
+        if self._p is not None:
+            self._p.update(self._task, note=text)
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
+            self._p = None
+
+
+def finite(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
