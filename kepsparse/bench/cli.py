@@ -46,6 +46,12 @@ def register(subparsers) -> None:
                    "contender and case (default 0.4)")
     p.add_argument("--warmup", type=float, default=None, help="seconds of warm-up (default 0.1)")
     p.add_argument("--min-repeats", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved timing rounds per case (default 3): every contender is timed "
+                        "in each round, so load bursts from other processes hit all alike")
+    p.add_argument("--stat", choices=["median", "min"], default="median",
+                   help="the time statistic behind speedups and GFLOP/s (default median; min is "
+                        "the robust choice on a heavily shared machine). All are recorded.")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true",
                    help="a small smoke-test preset (one CIFAR layer, 90%% kep+random, batch 1, 1 thread, "
@@ -76,9 +82,10 @@ def _config(args):
     if args.quick and args.layers is None and args.networks is not None:
         cfg.layers = None
     cfg.shape_files = list(args.shapes)
-    cfg.min_repeats, cfg.seed = args.min_repeats, args.seed
-    if cfg.budget_s <= 0 or cfg.warmup_s < 0 or cfg.min_repeats < 1:
-        raise InputError("budget must be > 0, warm-up >= 0, min-repeats >= 1", field="budget")
+    cfg.min_repeats, cfg.seed, cfg.rounds, cfg.stat = args.min_repeats, args.seed, args.rounds, args.stat
+    if cfg.budget_s <= 0 or cfg.warmup_s < 0 or cfg.min_repeats < 1 or cfg.rounds < 1:
+        raise InputError("budget must be > 0, warm-up >= 0, min-repeats and rounds >= 1",
+                         field="budget")
     return cfg
 
 

@@ -45,7 +45,7 @@ def _ok(case, name):
 def _best(case, backend):
     rows = [r for r in case["results"]
             if r["kind"] == "kernel" and r["backend"] == backend and r["status"] == "ok"]
-    return min(rows, key=lambda r: r["time_s"]) if rows else None
+    return min(rows, key=lambda r: r["t_s"]) if rows else None
 
 
 def series_names(doc) -> list[str]:
@@ -150,7 +150,7 @@ def _targets(doc) -> list[dict]:
     ratios = []
     for c in cases:
         a, b = _best(c, "numba"), _best(c, "cpp")
-        ratios.append(None if a is None or b is None else a["time_s"] / b["time_s"])
+        ratios.append(None if a is None or b is None else a["t_s"] / b["t_s"])
     judge(label, ratios, thr, higher_is_better=False, expected=len(cases))
     return targets
 
@@ -202,8 +202,9 @@ def rich_tables(doc, console, full: bool = True) -> None:
     base = baseline(doc)
     comps = doc["contenders"]["competitors"]
     if full:
-        table = Table(title="kepsparse bench: every case and contender")
-        for col in ("case", "contender", "fmt", "ms", "p90 ms", *[f"x{SHORT.get(c, c)}" for c in comps],
+        table = Table(title="kepsparse bench: every case and contender (speedups and GF/s from the "
+                            f"{doc['settings'].get('stat', 'median')} time)")
+        for col in ("case", "contender", "fmt", "median ms", "p90 ms", "min ms", *[f"x{SHORT.get(c, c)}" for c in comps],
                     "useful GF/s", "dense GF/s", "status"):
             table.add_column(col, justify="left" if col in ("case", "contender", "fmt", "status")
                              else "right")
@@ -219,6 +220,7 @@ def rich_tables(doc, console, full: bool = True) -> None:
                     label if k == 0 else "", name, r["format"],
                     _fmt(r.get("time_s", None) and r["time_s"] * 1e3, ".3f"),
                     _fmt(r.get("p90_s", None) and r["p90_s"] * 1e3, ".3f"),
+                    _fmt(r.get("min_s", None) and r["min_s"] * 1e3, ".3f"),
                     *[_fmt_x(sp.get(c)) if ok and c != r["name"] else "" for c in comps],
                     _fmt(r.get("useful_gflops")), _fmt(r.get("dense_gflops")),
                     "ok" if ok else f"[red]{r['status']}[/red]: {r['detail'][:70]}")
@@ -260,9 +262,12 @@ def markdown(doc, plot_path: str | None = None) -> str:
              f"- versions: " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()),
              f"- load average at start / end: {_fmt_load(m.get('loadavg_start'))} / "
              f"{_fmt_load(m.get('loadavg_end'))}; run took {doc.get('elapsed_s', 0):.0f} s",
-             f"- timing: warm-up {doc['settings']['warmup_s']} s, then repeats for "
-             f"{doc['settings']['budget_s']} s (>= {doc['settings']['min_repeats']}); median and p90 "
-             "per contender; every output verified against " + doc.get("judge", "torch") +
+             f"- timing: warm-up {doc['settings']['warmup_s']} s per contender, then "
+             f"{doc['settings']['budget_s']} s of timed calls (>= {doc['settings']['min_repeats']}) "
+             f"spread over {doc['settings'].get('rounds', 1)} interleaved rounds that visit every "
+             "contender of a case in turn; median, p90 and min recorded (JSON); speedups and GFLOP/s "
+             f"below use the **{doc['settings'].get('stat', 'median')}**; every output verified "
+             "against " + doc.get("judge", "torch") +
              f" (max error <= {doc['settings']['tolerance']:g} of max |y|) before timing",
              "- the machine is shared and noisy (other jobs ran at the same time; +-30% between "
              "runs is normal): compare ratios within one run, not absolute times across runs.", ""]
@@ -288,7 +293,7 @@ def markdown(doc, plot_path: str | None = None) -> str:
                                     for n in names) + " |")
         lines.append("")
     lines += ["## Every case", "",
-              f"Times in ms (median); `x` columns: speedup vs {base} (its time / the contender's); "
+              f"Times in ms ({doc['settings'].get('stat', 'median')}); `x` columns: speedup vs {base} (its time / the contender's); "
               "GF/s: useful (non-zeros) of the fastest verified kernel, and the baseline's "
               "dense-equivalent GF/s. `wrong` = refused (output differs from the judge).", "",
               f"| layer | shape | N | T | structure | sparsity | {SHORT.get(base, base)} ms | "
@@ -306,10 +311,10 @@ def markdown(doc, plot_path: str | None = None) -> str:
             else:
                 cells.append(_fmt_x(r.get("speedup", {}).get(base)))
         kernels = [r for r in c["results"] if r["kind"] == "kernel" and r["status"] == "ok"]
-        best = min(kernels, key=lambda r: r["time_s"]) if kernels else None
+        best = min(kernels, key=lambda r: r["t_s"]) if kernels else None
         lines.append(f"| {c['network']}/{c['layer']} | {c['shape']} | {c['batch']} | {c['threads']} | "
                      f"{c['structure']} | {c['actual_sparsity']:.3f} | "
-                     f"{_fmt(b and b['time_s'] * 1e3, '.3f')} | " + " | ".join(cells) +
+                     f"{_fmt(b and b['t_s'] * 1e3, '.3f')} | " + " | ".join(cells) +
                      f" | {best['name'] if best else '-'} | {_fmt(best and best['useful_gflops'])} | "
                      f"{_fmt(b and b['dense_gflops'])} |")
     lines.append("")

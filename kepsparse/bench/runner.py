@@ -29,7 +29,7 @@ from ..kernels import registry
 from . import competitors as comp
 from .cases import (DEFAULT_BATCHES, DEFAULT_SPARSITIES, DEFAULT_THREADS, STRUCTURES, Case,
                     load_networks, make_cases, make_weight, select_layers)
-from .timing import measure
+from .timing import STATS, Timing, sample, warm_up
 
 DEFAULT_TOLERANCE = 1e-4  # max |y - judge| / max |judge|
 
@@ -50,6 +50,8 @@ class BenchConfig:
     min_repeats: int = 3
     max_repeats: int = 10_000
     tolerance: float = DEFAULT_TOLERANCE
+    rounds: int = 3                            # interleaved timing rounds per case
+    stat: str = "median"                       # statistic behind speedups and GFLOP/s
     seed: int = 0
 
     def to_json(self) -> dict:
@@ -231,6 +233,9 @@ def _check(y, judge: np.ndarray, tol: float) -> tuple[bool, float, str]:
 
 
 def plan(config: BenchConfig) -> list[Case]:
+    if config.stat not in STATS:
+        raise UnsupportedError(f"unknown statistic {config.stat!r}; choose from {', '.join(STATS)}",
+                               field="stat")
     for s in config.sparsities:
         if not 0.0 <= s < 1.0:
             from ..errors import InputError
@@ -299,12 +304,14 @@ def run_bench(config: BenchConfig, progress=None) -> dict:
                "actual_sparsity": 1.0 - nnz / w.size, "nnz": nnz,
                "dense_flops": dense_flops, "useful_flops": useful_flops, "results": []}
         contenders = [*competitors, *kernels, *([AutoContender()] if want_auto else [])]
+        timed = []  # (row, contender, run) of the verified contenders
         for c in contenders:
             if progress is not None:
                 progress(i, len(cases), f"{ls.id} {case.structure} {case.sparsity:g} "
-                                        f"n{case.batch} t{case.threads}: {c.name}")
+                                        f"n{case.batch} t{case.threads}: verify {c.name}")
             row = {"name": c.name, "kind": c.kind, "backend": c.backend, "format": c.format,
                    "status": "ok", "detail": ""}
+            rec["results"].append(row)
             try:
                 if c.kind == "competitor":
                     c.activate(case.threads)
@@ -318,22 +325,43 @@ def run_bench(config: BenchConfig, progress=None) -> dict:
                 row["max_rel_err"] = err
                 if not ok:
                     row["status"], row["detail"] = "wrong", why
-                else:
-                    t = measure(run, config.budget_s, config.warmup_s, config.min_repeats,
-                                config.max_repeats)
-                    row.update(t.to_json())
-                    row["useful_gflops"] = useful_flops / t.median_s / 1e9
-                    row["dense_gflops"] = dense_flops / t.median_s / 1e9
+                    continue
+                warm_up(run, config.warmup_s)
+                timed.append((row, c, run))
             except (UnsupportedError, BackendUnavailableError) as exc:
                 row["status"], row["detail"] = "unsupported", str(exc)
             except Exception as exc:  # noqa: BLE001 - one broken contender must not end the run
                 row["status"], row["detail"] = "error", f"{type(exc).__name__}: {exc}"
-            rec["results"].append(row)
-        comp_times = {r["name"]: r["time_s"] for r in rec["results"]
+        samples: dict[int, list[float]] = {id(row): [] for row, _, _ in timed}
+        rounds = max(1, config.rounds)
+        for k in range(rounds):
+            for row, c, run in timed:
+                if row["status"] != "ok":
+                    continue
+                if progress is not None:
+                    progress(i, len(cases), f"{ls.id} {case.structure} {case.sparsity:g} "
+                                            f"n{case.batch} t{case.threads}: time {c.name} "
+                                            f"({k + 1}/{rounds})")
+                c.activate(case.threads)
+                need = -(-config.min_repeats // rounds)
+                try:
+                    samples[id(row)] += sample(run, config.budget_s / rounds, need,
+                                               max(1, config.max_repeats // rounds))
+                except Exception as exc:  # noqa: BLE001
+                    row["status"], row["detail"] = "error", f"{type(exc).__name__}: {exc}"
+        for row, _, _ in timed:
+            if row["status"] != "ok":
+                continue
+            t = Timing.of(samples[id(row)])
+            row.update(t.to_json())
+            row["t_s"] = t.stat(config.stat)
+            row["useful_gflops"] = useful_flops / row["t_s"] / 1e9
+            row["dense_gflops"] = dense_flops / row["t_s"] / 1e9
+        comp_times = {r["name"]: r["t_s"] for r in rec["results"]
                       if r["kind"] == "competitor" and r["status"] == "ok"}
         for r in rec["results"]:
             if r["status"] == "ok":
-                r["speedup"] = {n: t / r["time_s"] for n, t in comp_times.items()}
+                r["speedup"] = {n: t / r["t_s"] for n, t in comp_times.items()}
         doc["cases"].append(rec)
         if progress is not None:
             progress(i + 1, len(cases), f"{ls.id} done")

@@ -104,10 +104,11 @@ def test_runner_tiny(tiny_shapes, tmp_path, monkeypatch):
             r = by[name]
             assert r["status"] == "ok", r
             assert r["time_s"] > 0 and r["p90_s"] >= r["time_s"] and r["repeats"] >= 2
-            assert r["useful_gflops"] == pytest.approx(case["useful_flops"] / r["time_s"] / 1e9)
-            assert r["dense_gflops"] == pytest.approx(case["dense_flops"] / r["time_s"] / 1e9)
+            assert r["min_s"] <= r["time_s"] and r["t_s"] == r["time_s"]  # stat median
+            assert r["useful_gflops"] == pytest.approx(case["useful_flops"] / r["t_s"] / 1e9)
+            assert r["dense_gflops"] == pytest.approx(case["dense_flops"] / r["t_s"] / 1e9)
             assert set(r["speedup"]) == {"torch_nchw", "torch_channels_last", "onnxruntime"}
-            assert r["speedup"]["onnxruntime"] == pytest.approx(by["onnxruntime"]["time_s"] / r["time_s"])
+            assert r["speedup"]["onnxruntime"] == pytest.approx(by["onnxruntime"]["t_s"] / r["t_s"])
         bad = by["csr_f32_wrong"]
         assert bad["status"] == "wrong" and "refused" in bad["detail"]
         assert "time_s" not in bad and "speedup" not in bad
@@ -129,7 +130,7 @@ def test_cli_bench(tiny_shapes, tmp_path, capsys):
     out_json, png, md = tmp_path / "r.json", tmp_path / "r.png", tmp_path / "r.md"
     rc = cli.main(["bench", "--quick", "--networks", "resnet56_cifar", "--layers", "layer3",
                    "--structures", "filter", "--kernels", "any_f32_ref:pattern",
-                   "--competitors", "onnxruntime", "--budget", "0.005", "--json", str(out_json),
+                   "--competitors", "onnxruntime", "--budget", "0.005", "--stat", "min", "--json", str(out_json),
                    "--plot", str(png), "--markdown", str(md)])
     assert rc == 0
     text = capsys.readouterr().out
@@ -144,7 +145,8 @@ def test_cli_bench(tiny_shapes, tmp_path, capsys):
 @pytest.mark.parametrize("argv", [["--networks", "nope"], ["--sparsities", "1.5"],
                                   ["--structures", "blocks"], ["--kernels", "no_such_kernel"],
                                   ["--competitors", "tensorflow"], ["--layers", "zzz*"],
-                                  ["--from-json", "/nonexistent.json"], ["--threads", "0"]])
+                                  ["--from-json", "/nonexistent.json"], ["--threads", "0"],
+                                  ["--rounds", "0"]])
 def test_cli_bad_input(argv, capsys):
     assert cli.main(["bench", "--quick", "--table", "none", *argv]) == 2
     assert "kepsparse: error:" in capsys.readouterr().err
