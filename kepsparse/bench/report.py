@@ -292,10 +292,12 @@ def markdown(doc, plot_path: str | None = None) -> str:
                          " | ".join(_fmt(e["useful_gflops"].get(n, {}).get("geomean"))
                                     for n in names) + " |")
         lines.append("")
+    names = [n for n in names if n.startswith("best ") or n == "auto" or n in SHORT]
     lines += ["## Every case", "",
               f"Times in ms ({doc['settings'].get('stat', 'median')}); `x` columns: speedup vs {base} (its time / the contender's); "
-              "GF/s: useful (non-zeros) of the fastest verified kernel, and the baseline's "
-              "dense-equivalent GF/s. `wrong` = refused (output differs from the judge).", "",
+              "`best <backend>`: the fastest verified kernel of that backend; every kernel's own "
+              "numbers are in the geomean tables above and in the JSON. GF/s: useful (non-zeros) "
+              "of the fastest verified kernel, and the baseline's dense-equivalent GF/s.", "",
               f"| layer | shape | N | T | structure | sparsity | {SHORT.get(base, base)} ms | "
               + " | ".join(f"x {n}" for n in names) + " | best kernel | useful GF/s | "
               f"{SHORT.get(base, base)} dense GF/s |",
