@@ -5,6 +5,7 @@ the outputs it wrote back and compares them with the golden model (two independe
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -56,5 +57,7 @@ def run_csim(directory, timeout: float = 300.0) -> dict:
     ours = int(np.count_nonzero(got != golden.reshape(-1).astype(np.int64))) \
         if got.size == golden.size else golden.size
     mismatches = max(tb_mismatches, ours)
-    return {"bit_exact": mismatches == 0 and run.returncode == 0, "mismatches": mismatches,
-            "outputs": outputs, "cycles": cycles, "log": log}
+    result = {"bit_exact": mismatches == 0 and run.returncode == 0, "mismatches": mismatches,
+              "outputs": outputs, "cycles": cycles, "log": log}
+    (d / "csim_report.json").write_text(json.dumps(result, indent=2))
+    return result
