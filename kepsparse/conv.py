@@ -54,6 +54,28 @@ def prepared_for(fmt: SparseFormat, kernel: registry.Kernel):
     return cache[kernel.name]
 
 
+def all_finite(x: np.ndarray) -> bool:
+    """True when x holds no NaN/Inf (one pass over x)."""
+    return bool(np.isfinite(x).all())
+
+
+def run_conv(fmt: SparseFormat, x: np.ndarray, bias, geometry: ConvGeometry, backend: str,
+             relu: bool, threads) -> np.ndarray:
+    """Select the kernel and run it on validated operands.
+
+    A sparse kernel skips pruned positions, so a NaN/Inf input under a zero weight would
+    vanish; dense convolution propagates it (0 * inf = nan). Inputs that are not all finite
+    therefore run with dense semantics (the reference on the dense weight), as torch would.
+    """
+    if not all_finite(x):
+        from .formats import DenseFormat
+        dense = DenseFormat(fmt.to_dense())
+        kernel = registry.get("any_f32_ref")
+        return kernel.run(kernel.prepare(dense), x, bias, geometry, relu, threads)
+    kernel = registry.select(fmt.name, backend, geometry.groups)
+    return kernel.run(prepared_for(fmt, kernel), x, bias, geometry, relu, threads)
+
+
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
            backend: str = "reference", relu: bool = False, threads: int | None = None) -> np.ndarray:
     """2-D convolution of NCHW float32 ``x`` with a sparse (or dense) ``weight``.
@@ -67,5 +89,4 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     x = as_input(x)
     geometry = ConvGeometry.make(stride, padding, dilation, groups)
     b = check_operands(x, fmt, bias, geometry)
-    kernel = registry.select(fmt.name, backend, geometry.groups)
-    return kernel.run(prepared_for(fmt, kernel), x, b, geometry, relu, threads)
+    return run_conv(fmt, x, b, geometry, backend, relu, threads)

@@ -5,11 +5,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .conv import as_input, check_operands, prepared_for
+from .conv import as_input, check_operands, run_conv
 from .errors import InputError
 from .formats import SparseFormat
 from .geometry import ConvGeometry
-from .kernels import registry
 
 
 @dataclass
@@ -40,8 +39,7 @@ class SparseConv:
                              field="geometry")
         x = as_input(x)
         b = check_operands(x, self.weight, self.bias, geometry, layer=self.name)
-        kernel = registry.select(self.weight.name, backend, geometry.groups)
-        return kernel.run(prepared_for(self.weight, kernel), x, b, geometry, relu, threads)
+        return run_conv(self.weight, x, b, geometry, backend, relu, threads)
 
     def summary(self) -> dict:
         w = self.weight

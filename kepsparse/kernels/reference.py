@@ -39,12 +39,13 @@ def run(prepared, x, bias, geometry, relu=False, threads=None):
     order = np.argsort(key, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(key[order]) != 0]) if len(order) else []
     bounds = list(starts) + [len(order)]
-    for b0, b1 in zip(bounds[:-1], bounds[1:]):
-        idx = order[b0:b1]
-        i = idx[0]
-        r0, c0 = kh[i] * dh, kw[i] * dw
-        plane = xp[:, ci[i], r0:r0 + sh * (Ho - 1) + 1:sh, c0:c0 + sw * (Wo - 1) + 1:sw]
-        y[:, o[idx]] += v[idx, None, None] * plane[:, None].astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf inputs propagate, as in IEEE
+        for b0, b1 in zip(bounds[:-1], bounds[1:]):
+            idx = order[b0:b1]
+            i = idx[0]
+            r0, c0 = kh[i] * dh, kw[i] * dw
+            plane = xp[:, ci[i], r0:r0 + sh * (Ho - 1) + 1:sh, c0:c0 + sw * (Wo - 1) + 1:sw]
+            y[:, o[idx]] += v[idx, None, None] * plane[:, None].astype(np.float64)
     if bias is not None:
         y += np.asarray(bias, np.float64)[None, :, None, None]
     if relu:
