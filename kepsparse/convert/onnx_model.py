@@ -249,6 +249,13 @@ class _Importer:
                 raise refuse(f"constant of dtype {arr.dtype} is not supported", field="dtype")
             self.constants[outputs[0]] = arr
             return
+        if op != "Conv" and inputs and all(t in self.constants for t in inputs if t):
+            folded = self.fold(node, inputs, outputs)
+            if folded is not None:
+                for o, v in zip(outputs, folded):
+                    if o:
+                        self.constants[o] = v
+                return
         if op == "Conv":
             self.import_conv(name, node, attrs, inputs, outputs, where)
             return
@@ -316,6 +323,18 @@ class _Importer:
                 del keep["pads"]
             check_pool_attrs(Node(name, op, inputs, outputs, keep), err=UnsupportedError,
                              path=self.source)
+        elif op == "Slice":
+            if self.opset < 10:
+                only({"starts", "ends", "axes"})
+                inputs = [inputs[0]] + [self.const(np.array(attrs[k], np.int64), f"{name}/{k}")
+                                        for k in ("starts", "ends") if k in attrs]
+                if "axes" in attrs:
+                    inputs.append(self.const(np.array(attrs["axes"], np.int64), f"{name}/axes"))
+                if len(inputs) < 3:
+                    raise refuse("starts and ends are required", "starts")
+            else:
+                only(set())
+            keep = {}
         elif op == "Concat":
             only({"axis"})
             keep = {"axis": int(attrs.get("axis", 1))}
@@ -330,6 +349,21 @@ class _Importer:
             raise UnsupportedError(exc.message, path=self.source, layer=f"{name} ({op})",
                                    field=exc.field) from None
         self.nodes.append(n)
+
+    def fold(self, node, inputs, outputs):
+        """Evaluate a node whose inputs are all constants (ONNX reference implementation);
+        None when it cannot be folded (then it is imported, or refused, as usual)."""
+        try:
+            from onnx.reference import ReferenceEvaluator
+            ev = ReferenceEvaluator(node, opsets={"": self.opset})
+            feeds = {t: self.constants[t] for t in inputs if t}
+            values = ev.run(None, feeds)
+        except Exception:  # noqa: BLE001 - not foldable here: handle the node normally
+            return None
+        values = [np.asarray(v) for v in values]
+        if any(str(v.dtype) not in DTYPES for v in values):
+            return None
+        return values
 
     def import_conv(self, name, node, attrs, inputs, outputs, where):
         for k in attrs:

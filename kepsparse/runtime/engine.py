@@ -24,9 +24,7 @@ from ..kernels import registry
 from ..model import SparseConv, SparseModel
 from .dense import DenseConv
 from .graph import Graph
-from .ops import FUNCS, INPLACE_OPS
-
-VIEW_OPS = {"Identity", "Reshape", "Flatten"}
+from .ops import FUNCS, INPLACE_OPS, VIEW_OPS
 DENSE_IMPL = DenseConv.name
 
 

@@ -51,6 +51,7 @@ OPS: dict[str, tuple[dict[str, str], tuple[int, int], int]] = {
     "Softmax": ({"axis": "int", "legacy": "int"}, (1, 1), 1),
     "Identity": ({}, (1, 1), 1),
     "Pad": ({"mode": "str"}, (2, 4), 1),
+    "Slice": ({}, (3, 5), 1),
 }
 
 REQUIRED_ATTRS = {"SparseConv": ("layer",), "MaxPool": ("kernel_shape",),

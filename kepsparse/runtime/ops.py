@@ -250,14 +250,46 @@ def average_pool(a, xs, reuse=False):
     return (acc / cnt).astype(x.dtype)
 
 
+def slice_(a, xs, reuse=False):
+    x = xs[0]
+    starts = np.asarray(xs[1]).reshape(-1)
+    ends = np.asarray(xs[2]).reshape(-1)
+    axes = xs[3] if len(xs) > 3 and xs[3] is not None else np.arange(len(starts))
+    steps = xs[4] if len(xs) > 4 and xs[4] is not None else np.ones(len(starts), np.int64)
+    axes, steps = np.asarray(axes).reshape(-1), np.asarray(steps).reshape(-1)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise ValueError("starts, ends, axes and steps must have the same length")
+    index = [slice(None)] * x.ndim
+    for st, en, ax, sp in zip(starts, ends, axes, steps):
+        ax, dim, st, en, sp = int(ax), 0, int(st), int(en), int(sp)
+        if not -x.ndim <= ax < x.ndim:
+            raise ValueError(f"axis {ax} out of range for rank {x.ndim}")
+        ax %= x.ndim
+        dim = x.shape[ax]
+        if sp == 0:
+            raise ValueError("step 0")
+        st = st + dim if st < 0 else st
+        en = en + dim if en < 0 else en
+        if sp > 0:
+            st, en = min(max(st, 0), dim), min(max(en, 0), dim)
+            index[ax] = slice(st, en, sp)
+        else:
+            st, en = min(max(st, 0), dim - 1), min(max(en, -1), dim - 1)
+            index[ax] = slice(st, None if en < 0 else en, sp)
+    return x[tuple(index)]
+
+
 FUNCS = {
     "Relu": relu, "Clip": clip, "LeakyRelu": leaky_relu, "Sigmoid": sigmoid,
     "BatchNormalization": batch_norm, "Add": add, "Mul": mul, "Concat": concat,
     "Flatten": flatten, "Reshape": reshape, "Gemm": gemm, "MatMul": matmul,
     "Softmax": softmax, "Identity": identity, "Pad": pad,
     "GlobalAveragePool": global_average_pool, "MaxPool": max_pool,
-    "AveragePool": average_pool,
+    "AveragePool": average_pool, "Slice": slice_,
 }
 
 #: ops whose first input may be overwritten when dead
 INPLACE_OPS = {"Relu", "Clip", "Add", "Mul"}
+
+#: ops whose output may be a view of their first input
+VIEW_OPS = {"Identity", "Reshape", "Flatten", "Slice"}
