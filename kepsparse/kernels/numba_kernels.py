@@ -62,6 +62,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without numba
     prange = range
 
 _CHUNK = 1024       # target floats of one accumulator chunk (4 KiB, L1-resident)
+_VEC = 16           # chunks round up to whole AVX-512 vectors (no scalar remainder loops)
 _FLAGS = dict(cache=True, nogil=True, fastmath={"contract"})
 
 
@@ -72,17 +73,19 @@ def _available() -> str | None:
 # --------------------------------------------------------------------------- kernels
 
 @njit(parallel=True, **_FLAGS)
-def _pack_input(x, pt, pl, sh, sw, xs):
-    """Pad + stride-phase split: xs[n, c, ph, pw, i, j] = x[n, c, i*sh+ph-pt, j*sw+pw-pl] or 0."""
+def _pack_input(x, pt, pl, sh, sw, Hs, Ws, xflat):
+    """Pad + stride-phase split into xflat[n] = Xs[n] flattened, with
+    Xs[n, c, ph, pw, i, j] = x[n, c, i*sh + ph - pt, j*sw + pw - pl] (0 outside x)."""
     N, C, H, W = x.shape
-    Hs, Ws = xs.shape[4], xs.shape[5]
+    CS = sh * sw * Hs * Ws
     for nc in prange(N * C):
         n = nc // C
         c = nc - n * C
+        xc = xflat[n, c * CS:(c + 1) * CS]
         for ph in range(sh):
             for pw in range(sw):
                 for i in range(Hs):
-                    row = xs[n, c, ph, pw, i]
+                    row = xc[((ph * sw + pw) * Hs + i) * Ws:]
                     r = i * sh + ph - pt
                     if r < 0 or r >= H:
                         for j in range(Ws):
@@ -98,53 +101,65 @@ def _pack_input(x, pt, pl, sh, sw, xs):
 
 
 @njit(parallel=True, **_FLAGS)
-def _conv_wide(xs, indptr, chan, tap, val, tapoff, Og, Cg, Ho, Wo, rows_per_chunk,
-               bias, has_bias, relu, y):
-    """y[n, o] = crop(sum over o's entries of val * shifted Xs plane) (+ bias, ReLU)."""
-    N = xs.shape[0]
-    C = xs.shape[1]
-    Ws = xs.shape[5]
-    CS = xs.shape[2] * xs.shape[3] * xs.shape[4] * Ws   # floats per input channel
+def _conv_wide(xflat, Ws, indptr, off, val, Ho, Wo, rows_per_chunk, bias, has_bias, relu, y):
+    """y[n, o] = crop(sum over o's entries of val * shifted Xs plane) (+ bias, ReLU).
+
+    ``xflat[n]`` is image n's Xs, flat, followed by at least _VEC floats of slack: chunks are
+    computed in whole vectors of _VEC floats, the overhang is garbage that is never stored.
+    Entry e of output channel o reads ``xflat[n, off[e] + q]`` for wide output position q.
+    """
+    N = xflat.shape[0]
     O = y.shape[1]
-    xflat = xs.reshape(N, C * CS)
     qtot = (Ho - 1) * Ws + Wo
     L = rows_per_chunk * Ws
+    Lp = (L + _VEC - 1) // _VEC * _VEC
     nchunks = (Ho + rows_per_chunk - 1) // rows_per_chunk
     for task in prange(N * O):
         n = task // O
         o = task - n * O
         xn = xflat[n]
         yo = y[n, o]
-        acc = np.empty(L, np.float32)
-        cbase = (o // Og) * Cg * CS
+        acc = np.empty(Lp, np.float32)
         e0 = indptr[o]
         e1 = indptr[o + 1]
         b = bias[o] if has_bias else np.float32(0.0)
         for k in range(nchunks):
             q0 = k * L
-            m = min(L, qtot - q0)
+            m = (min(L, qtot - q0) + _VEC - 1) // _VEC * _VEC
             for i in range(m):
                 acc[i] = 0.0
             e = e0
-            while e + 4 <= e1:
-                x0 = xn[cbase + chan[e] * CS + tapoff[tap[e]] + q0:]
-                x1 = xn[cbase + chan[e + 1] * CS + tapoff[tap[e + 1]] + q0:]
-                x2 = xn[cbase + chan[e + 2] * CS + tapoff[tap[e + 2]] + q0:]
-                x3 = xn[cbase + chan[e + 3] * CS + tapoff[tap[e + 3]] + q0:]
+            while e + 8 <= e1:
+                x0 = xn[off[e] + q0:]
+                x1 = xn[off[e + 1] + q0:]
+                x2 = xn[off[e + 2] + q0:]
+                x3 = xn[off[e + 3] + q0:]
+                x4 = xn[off[e + 4] + q0:]
+                x5 = xn[off[e + 5] + q0:]
+                x6 = xn[off[e + 6] + q0:]
+                x7 = xn[off[e + 7] + q0:]
                 w0 = val[e]
                 w1 = val[e + 1]
                 w2 = val[e + 2]
                 w3 = val[e + 3]
+                w4 = val[e + 4]
+                w5 = val[e + 5]
+                w6 = val[e + 6]
+                w7 = val[e + 7]
                 for i in range(m):
                     a = acc[i]
                     a += w0 * x0[i]
                     a += w1 * x1[i]
                     a += w2 * x2[i]
                     a += w3 * x3[i]
+                    a += w4 * x4[i]
+                    a += w5 * x5[i]
+                    a += w6 * x6[i]
+                    a += w7 * x7[i]
                     acc[i] = a
-                e += 4
+                e += 8
             while e < e1:
-                x0 = xn[cbase + chan[e] * CS + tapoff[tap[e]] + q0:]
+                x0 = xn[off[e] + q0:]
                 w0 = val[e]
                 for i in range(m):
                     acc[i] += w0 * x0[i]
@@ -169,17 +184,50 @@ def prepare(fmt) -> dict:
     O, Cg, KH, KW = fmt.shape
     o, c, kh, kw, v = fmt.coo()
     o = np.asarray(o, np.int64)
-    order = np.argsort(o * (Cg * KH * KW) + (np.asarray(c, np.int64) * KH + kh) * KW + kw,
+    c = np.asarray(c, np.int64)
+    order = np.argsort((o * Cg + c) * (KH * KW) + np.asarray(kh, np.int64) * KW + kw,
                        kind="stable")
     indptr = np.zeros(O + 1, np.int64)
     np.cumsum(np.bincount(o, minlength=O), out=indptr[1:])
     return {
         "shape": (O, Cg, KH, KW),
         "indptr": indptr,
-        "chan": np.ascontiguousarray(np.asarray(c)[order], np.int32),
+        "row": np.ascontiguousarray(o[order], np.int32),
+        "chan": np.ascontiguousarray(c[order], np.int32),
         "tap": np.ascontiguousarray((np.asarray(kh, np.int64) * KW + kw)[order], np.int32),
         "val": np.ascontiguousarray(np.asarray(v)[order], np.float32),
+        "zeros": np.zeros(O, np.float32),  # the bias when there is none
+        "plans": {},  # (input shape, geometry) -> sizes and entry offsets, see _plan
     }
+
+
+def _plan(prepared, C, H, W, geometry) -> tuple:
+    """Sizes and entry offsets for one input shape and geometry; cached in ``prepared``.
+
+    Returns (Ho, Wo, Hs, Ws, CS, rows_per_chunk, off) where off[e] is where entry e's
+    shifted plane starts in one image's flat Xs."""
+    key = (C, H, W, geometry)
+    cache = prepared["plans"]
+    plan = cache.get(key)
+    if plan is not None:
+        return plan
+    O, Cg, KH, KW = prepared["shape"]
+    Ho, Wo = geometry.output_size(H, W, KH, KW)
+    pt, pb, pl, pr = geometry.padding
+    (sh, sw), (dh, dw) = geometry.stride, geometry.dilation
+    Hs, Ws = -(-(H + pt + pb) // sh), -(-(W + pl + pr) // sw)
+    plane = Hs * Ws
+    CS = sh * sw * plane
+    rh, rw = np.arange(KH, dtype=np.int64) * dh, np.arange(KW, dtype=np.int64) * dw
+    tapoff = ((((rh % sh)[:, None] * sw + (rw % sw)[None, :]) * plane)
+              + (rh // sh)[:, None] * Ws + (rw // sw)[None, :]).reshape(-1)
+    ci = (prepared["row"].astype(np.int64) // (O // geometry.groups)) * Cg + prepared["chan"]
+    off = np.ascontiguousarray(ci * CS + tapoff[prepared["tap"]], np.int64)
+    plan = (Ho, Wo, Hs, Ws, CS, _rows_per_chunk(Ho, Ws), off)
+    if len(cache) >= 8:
+        cache.clear()
+    cache[key] = plan
+    return plan
 
 
 @contextlib.contextmanager
@@ -210,27 +258,21 @@ def run(prepared, x, bias, geometry, relu=False, threads=None):
     if _NUMBA_MISSING is not None:
         from ..errors import BackendUnavailableError
         raise BackendUnavailableError(_NUMBA_MISSING, field="backend")
-    O, Cg, KH, KW = prepared["shape"]
     # the boundary (conv2d) already gives float32 C-contiguous; a direct caller gets a copy
     x = np.ascontiguousarray(x, dtype=np.float32)
     N, C, H, W = x.shape
-    Ho, Wo = geometry.output_size(H, W, KH, KW)
-    pt, pb, pl, pr = geometry.padding
-    (sh, sw), (dh, dw) = geometry.stride, geometry.dilation
-    Hs, Ws = -(-(H + pt + pb) // sh), -(-(W + pl + pr) // sw)
-    rh, rw = np.arange(KH) * dh, np.arange(KW) * dw
-    plane = Hs * Ws
-    tapoff = ((((rh % sh)[:, None] * sw + (rw % sw)[None, :]) * plane)
-              + (rh // sh)[:, None] * Ws + (rw // sw)[None, :]).reshape(-1).astype(np.int64)
+    Ho, Wo, Hs, Ws, CS, rows_per_chunk, off = _plan(prepared, C, H, W, geometry)
+    pt, _, pl, _ = geometry.padding
+    sh, sw = geometry.stride
+    O = prepared["shape"][0]
     has_bias = bias is not None
-    b = (np.ascontiguousarray(bias, dtype=np.float32) if has_bias
-         else np.zeros(O, np.float32))
-    xs = np.empty((N, C, sh, sw, Hs, Ws), np.float32)
+    b = np.ascontiguousarray(bias, dtype=np.float32) if has_bias else prepared["zeros"]
+    xflat = np.empty((N, C * CS + _VEC), np.float32)
+    xflat[:, C * CS:] = 0.0
     y = np.empty((N, O, Ho, Wo), np.float32)
     with _num_threads(threads):
-        _pack_input(x, pt, pl, sh, sw, xs)
-        _conv_wide(xs, prepared["indptr"], prepared["chan"], prepared["tap"], prepared["val"],
-                   tapoff, O // geometry.groups, Cg, Ho, Wo, _rows_per_chunk(Ho, Ws),
+        _pack_input(x, pt, pl, sh, sw, Hs, Ws, xflat)
+        _conv_wide(xflat, Ws, prepared["indptr"], off, prepared["val"], Ho, Wo, rows_per_chunk,
                    b, has_bias, bool(relu), y)
     return y
 
