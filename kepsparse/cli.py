@@ -1,4 +1,4 @@
-"""The ``kepsparse`` command.
+"""kepsparse: convert pruned CNNs to sparse formats, run them fast on the CPU, export them to FPGAs.
 
 Core commands live here (convert, inspect, demo). Subsystems add their own commands from
 their own modules: each module in ``PLUGIN_MODULES`` that exists defines
