@@ -59,6 +59,10 @@ def register(subparsers) -> None:
     p.add_argument("--json", metavar="FILE", help="write the full results as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="write speedup vs sparsity (matplotlib)")
     p.add_argument("--markdown", metavar="FILE.md", help="write a markdown report")
+    p.add_argument("--title", default="kepsparse layer benchmark results",
+                   help="title of the markdown report")
+    p.add_argument("--heading-level", type=int, default=1, choices=[1, 2, 3],
+                   help="markdown heading level of the title (to append reports into one file)")
     p.add_argument("--table", choices=["full", "summary", "none"], default="full",
                    help="what to print (default full)")
     p.add_argument("--from-json", metavar="FILE", help="do not run: report a saved --json file")
@@ -89,6 +93,28 @@ def _config(args):
     return cfg
 
 
+def _normalize(doc: dict) -> dict:
+    """Check a saved result document has what the reports read (KeyError/TypeError if not)."""
+    from .report import STAT_KEYS
+    if doc.get("kind") != "kepsparse-bench":
+        raise KeyError("kind")
+    settings = doc["settings"]
+    settings.setdefault("stat", "median")
+    key = STAT_KEYS[settings["stat"]]
+    for name in ("kernels", "auto", "competitors"):
+        doc["contenders"][name]
+    for case in doc["cases"]:
+        for name in ("network", "layer", "batch", "threads", "structure", "sparsity",
+                     "useful_flops", "dense_flops"):
+            case[name]
+        for r in case["results"]:
+            r["name"], r["kind"], r["backend"], r["status"]
+            if r["status"] == "ok":
+                r.setdefault("t_s", r[key])
+                float(r["time_s"]), float(r["min_s"])
+    return doc
+
+
 def _list(console) -> int:
     from ..kernels import registry
     from .cases import builtin_networks, load_networks
@@ -114,8 +140,7 @@ def _cmd_bench(args) -> int:
         return _list(console)
     if args.from_json:
         try:
-            doc = json.loads(Path(args.from_json).read_text())
-            doc["cases"], doc["contenders"]
+            doc = _normalize(json.loads(Path(args.from_json).read_text()))
         except FileNotFoundError:
             raise InputError("file not found", path=args.from_json) from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -137,7 +162,7 @@ def _cmd_bench(args) -> int:
                 plot_ref = str(Path(args.plot).resolve().relative_to(Path(args.markdown).resolve().parent))
             except ValueError:
                 plot_ref = str(Path(args.plot).resolve())
-        Path(args.markdown).write_text(report.markdown(doc, plot_ref))
+        Path(args.markdown).write_text(report.markdown(doc, plot_ref, args.title, args.heading_level))
         console.print(f"wrote {args.markdown}")
     if args.json and not args.from_json:
         console.print(f"wrote {args.json}")
