@@ -135,6 +135,21 @@ module kep_sparse_conv #(
     wire [KK-1:0] first_pat = lib[row_ids[first_idx*IDB +: IDB]];
     wire [KK-1:0] next_pat  = lib[row_ids[next_idx*IDB +: IDB]];
 
+    // the same for the next filter, so a row change costs no cycle
+    wire [15:0]     o_next = (o == O - 1) ? 16'd0 : o + 16'd1;
+    wire [ROWB-1:0] nrow_ids = ids_flat[o_next*ROWB +: ROWB];
+    reg  [C-1:0]    nonempty_n;
+    reg             nfirst_found;
+    reg  [15:0]     nfirst_idx;
+    integer ni, nj;
+    always @* begin
+        nfirst_found = 1'b0; nfirst_idx = 16'd0;
+        for (ni = 0; ni < C; ni = ni + 1) nonempty_n[ni] = |nrow_ids[ni*IDB +: IDB];
+        for (nj = C - 1; nj >= 0; nj = nj - 1)
+            if (nonempty_n[nj]) begin nfirst_found = 1'b1; nfirst_idx = nj[15:0]; end
+    end
+    wire [KK-1:0] nfirst_pat = lib[nrow_ids[nfirst_idx*IDB +: IDB]];
+
     // lowest set bit of the current pattern mask
     reg [7:0] bit_idx;
     integer bi;
@@ -210,7 +225,7 @@ module kep_sparse_conv #(
                     o <= 16'd0; vptr <= 32'd0;
                     state <= S_LOAD;
                 end
-                S_LOAD: begin  // one cycle per filter: find its first non-empty plane
+                S_LOAD: begin  // one cycle at start: find filter 0's first non-empty plane
                     t <= 16'd0;
                     lanes_reset;
                     tile_first <= 1'b1;
@@ -249,10 +264,20 @@ module kep_sparse_conv #(
                             tile_first <= 1'b1;
                             c <= first_c; mask <= first_mask; vptr <= row_base;
                         end else begin
-                            if (state == S_EMIT) vptr <= vptr + 32'd1;
-                            if (o != O - 1) begin
-                                o <= o + 16'd1;
-                                state <= S_LOAD;
+                            if (o != O - 1) begin  // straight into the next filter
+                                o <= o_next;
+                                t <= 16'd0;
+                                lanes_reset;
+                                tile_first <= 1'b1;
+                                row_base <= (state == S_EMIT) ? vptr + 32'd1 : vptr;
+                                vptr <= (state == S_EMIT) ? vptr + 32'd1 : vptr;
+                                if (nfirst_found) begin
+                                    first_c <= nfirst_idx; first_mask <= nfirst_pat;
+                                    c <= nfirst_idx; mask <= nfirst_pat;
+                                    state <= S_EMIT;
+                                end else begin
+                                    state <= S_FLUSH;
+                                end
                             end else begin
                                 state <= S_DRAIN;
                             end
