@@ -122,27 +122,12 @@ def train_digits_cnn(seed: int = 0, epochs: int = 30, lr: float = 3e-3, batch_si
     torch = _torch()
     if threads:
         torch.set_num_threads(min(int(threads), torch.get_num_threads()) or 1)
+    from ..prune.common import train
+
     torch.manual_seed(seed)
-    loaders = digits_loaders(seed, batch_size)
     model = DigitsCNN(widths)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loaders["train"]))
-    loss_fn = torch.nn.CrossEntropyLoss()
-    bar = None
-    if progress:
-        from ..prune.common import progress_bar
-        bar = progress_bar(epochs, "train digits CNN")
-    for _ in range(epochs):
-        model.train()
-        for x, y in loaders["train"]:
-            opt.zero_grad()
-            loss_fn(model(x), y).backward()
-            opt.step()
-            sched.step()
-        if bar is not None:
-            bar.advance()
-    if bar is not None:
-        bar.close()
+    loaders = digits_loaders(seed, batch_size)
+    train(model, loaders["train"], epochs, lr, progress=progress, description="train digits CNN")
     model.eval()
     return model, loaders, evaluate(model, loaders["test"])
 

@@ -323,6 +323,31 @@ def make_optimizer(params, name: str, lr: float, momentum: float = 0.9, weight_d
     raise InputError(f"unknown optimizer {name!r}; choose sgd or adam", field="optimizer")
 
 
+def train(model, loader, epochs: int, lr: float = 3e-3, seed: int | None = None,
+          progress: bool = False, description: str = "train") -> None:
+    """Plain supervised training (Adam, cosine-annealed learning rate, cross-entropy): used to
+    train a model from scratch when no checkpoint is given."""
+    torch = _torch()
+    if seed is not None:
+        torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * len(loader)))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    bar = progress_bar(epochs, description, progress)
+    try:
+        for _ in range(int(epochs)):
+            model.train()
+            for batch in loader:
+                opt.zero_grad()
+                loss_fn(model(batch[0]), batch[1]).backward()
+                opt.step()
+                sched.step()
+            bar.advance()
+    finally:
+        bar.close()
+    model.eval()
+
+
 def copy_model(model):
     return copy.deepcopy(model)
 
