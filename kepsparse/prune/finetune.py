@@ -179,7 +179,7 @@ def finetune(student, loaders, scheme: str = "kd", teacher=None, masks: dict | N
                 sched.step()
                 if guard is not None:
                     guard.apply()
-                run_loss += float(loss) * len(y)
+                run_loss += float(loss.detach()) * len(y)
                 n += len(y)
                 step += 1
             rec = {"epoch": epoch + 1, "loss": run_loss / max(n, 1), "steps": step}
