@@ -379,20 +379,25 @@ def plot(doc, path) -> None:
     structures = [st for st in ("kep", "filter", "random") if any(e["structure"] == st for e in s["geomean"])]
     structures += sorted({e["structure"] for e in s["geomean"]} - set(structures))
     names = series_names(doc)
-    fig, axes = plt.subplots(max(len(combos), 1), max(len(structures), 1), squeeze=False,
-                             figsize=(4.2 * max(len(structures), 1), 3.4 * max(len(combos), 1)))
+    rows, cols = max(len(combos), 1), max(len(structures), 1)
+    ncol = max(2, min(5, int(4.4 * cols / 2.3)))
+    legend_h = 0.25 + 0.2 * (-(-(len(names) + 1) // ncol))
+    fig_h = 3.2 * rows + legend_h + 0.4
+    fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(4.4 * cols, fig_h))
+    colors = plt.get_cmap("tab20").colors
     key = "speedup" if base is not None else "useful_gflops"
     for i, (n, t) in enumerate(combos):
         for j, st in enumerate(structures):
             ax = axes[i][j]
             entries = sorted([e for e in s["geomean"] if (e["batch"], e["threads"], e["structure"]) ==
                               (n, t, st)], key=lambda e: e["sparsity"])
-            for name in names:
+            for k, name in enumerate(names):
                 pts = [(e["sparsity"], e[key][name]["geomean"]) for e in entries if name in e[key]]
                 if pts:
-                    style = "--" if name in SHORT else ("-" if name.startswith("best") or name == "auto"
-                                                        else ":")
-                    ax.plot(*zip(*pts), style, marker="o", ms=3, label=name)
+                    main = name.startswith("best") or name == "auto"
+                    style = "--" if name in SHORT else ("-" if main else ":")
+                    ax.plot(*zip(*pts), style, marker="o", ms=3 if main else 2,
+                            lw=2.0 if main else 1.0, color=colors[k % len(colors)], label=name)
             if base is not None:
                 ax.axhline(1.0, color="k", lw=0.8, label=base)
                 ax.set_yscale("log")
@@ -408,9 +413,9 @@ def plot(doc, path) -> None:
                 handles.append(h)
                 labels.append(lab)
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=7,
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), ncol), fontsize=7,
                    bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(f"kepsparse: geomean over {s['focus']} layers", fontsize=10)
-    fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(handles) // 5), 1, 0.96))
+    fig.tight_layout(rect=(0, legend_h / fig_h, 1, 1 - 0.35 / fig_h))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -262,7 +263,7 @@ def run_bench(config: BenchConfig, progress=None) -> dict:
     competitors, comp_notes = resolve_competitors(config.competitors)
     judge_by_torch = comp.unavailable_reason("torch_nchw") is None
     doc = {"kind": "kepsparse-bench", "version": 1, "machine": machine_info(),
-           "command": " ".join(["kepsparse", *sys.argv[1:]]) if sys.argv else "",
+           "command": shlex.join(["kepsparse", *sys.argv[1:]]) if sys.argv else "",
            "settings": config.to_json(),
            "judge": "torch.nn.functional.conv2d" if judge_by_torch else "any_f32_ref",
            "contenders": {"kernels": [c.name for c in kernels], "auto": want_auto,
