@@ -122,6 +122,11 @@ class GraphModel(SparseModel):
             self._impls[key] = ConvImpl(layer, choice, threads)
         return self._impls[key]
 
+    def tune(self, input_shape=None, batch: int = 1, threads=None, **kw) -> dict:
+        """Choose each conv layer's fastest implementation by measurement (see ``tune.py``)."""
+        from .tune import tune
+        return tune(self, input_shape=input_shape, batch=batch, threads=threads, **kw)
+
     def describe_kernels(self, backend: str = "auto", threads=None) -> dict[str, str]:
         return {n.attrs["layer"]: self.conv_impl(n.attrs["layer"], backend, threads).label
                 for n in self.graph.nodes if n.op == "SparseConv"}

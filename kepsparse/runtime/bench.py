@@ -1,0 +1,185 @@
+"""End-to-end benchmark: a reference network, KEP-pruned, run through kepsparse, onnxruntime
+(dense) and torch (dense) in the same process run.
+
+    kepsparse bench-model --model resnet18 --sparsity 0.85 --size 224 --threads 2
+
+Steps: build the network (``kepsparse.nets``), give its BatchNorms non-trivial statistics,
+KEP-prune every conv except the first (``netutil.kep_prune_``; the classifier stays dense),
+export to ONNX, convert to .kep (BN folded, ReLU fused), optionally tune the per-layer kernel
+choice, then time the three engines round-robin (one call of each per round, so machine noise
+hits all alike) at each batch size: median and p90 latency. The outputs of kepsparse and
+onnxruntime are compared before timing. Writes <out>/<model>_s<sparsity>.json and .png.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+NETS = {"resnet18": ("resnet", 224), "resnet50": ("resnet", 224), "resnet34": ("resnet", 224),
+        "resnet56": ("resnet", 32), "resnet110": ("resnet", 32), "vgg16_bn": ("vgg", 32),
+        "vgg16": ("vgg", 32)}
+
+
+def build_net(name: str, seed: int = 0):
+    import importlib
+    if name not in NETS:
+        raise InputError(f"unknown model {name!r}; choose from {', '.join(sorted(NETS))}",
+                         field="model")
+    mod = importlib.import_module(f"kepsparse.nets.{NETS[name][0]}")
+    net = mod.MODELS[name](seed=seed)
+    from ..nets.resnet import randomize_bn
+    return randomize_bn(net, seed).eval()
+
+
+def _stats(ts) -> dict:
+    a = np.asarray(ts) * 1e3
+    return {"median_ms": round(float(np.median(a)), 3),
+            "p90_ms": round(float(np.percentile(a, 90)), 3),
+            "min_ms": round(float(a.min()), 3), "runs": len(a)}
+
+
+def bench_model(model: str = "resnet18", sparsity: float = 0.85, size: int | None = None,
+                batches=(1, 8), threads: int = 2, repeats: int = 20, warmup: int = 3,
+                out_dir="benchmarks/results", tune: bool = True, backend: str = "auto",
+                keep: int = 2, n_patterns: int = 8, seed: int = 0, log=print) -> dict:
+    import onnxruntime as ort
+    import torch
+
+    from .. import convert, load, save
+    from .netutil import export_onnx, kep_prune_
+
+    torch.set_num_threads(threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    size = size or NETS.get(model, (None, 224))[1]
+    shape = (3, size, size)
+    tag = f"{model}_s{int(round(sparsity * 100))}_{size}px_t{threads}"
+    net = build_net(model, seed)
+    achieved = kep_prune_(net, sparsity, keep=keep, n_patterns=n_patterns) if sparsity > 0 else {}
+    onnx_path, kep_path = out / f"{tag}.onnx", out / f"{tag}.kep"
+    t0 = time.perf_counter()
+    export_onnx(net, shape, onnx_path)
+    m = convert(onnx_path)
+    save(m, kep_path)
+    m = load(kep_path)
+    t_convert = time.perf_counter() - t0
+    log(f"{model}: pruned {len(achieved)} convs to {np.mean(list(achieved.values()) or [0]):.1%} "
+        f"mean sparsity; converted in {t_convert:.1f}s")
+    if tune and backend == "auto":
+        t0 = time.perf_counter()
+        m.tune(input_shape=(1, *shape), threads=threads)
+        save(m, kep_path)
+        log(f"tuned {len(m.layers)} conv layers in {time.perf_counter() - t0:.1f}s")
+    kernels = m.describe_kernels(backend, threads)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    results = []
+    for batch in batches:
+        x = np.random.default_rng(seed).standard_normal((batch, *shape)).astype(np.float32)
+        xt = torch.from_numpy(x)
+        engines = {
+            "kepsparse": lambda: m(x, backend=backend, threads=threads),
+            "onnxruntime": lambda: sess.run(None, {"x": x})[0],
+            "torch": lambda: _torch_run(net, xt),
+        }
+        y_k, y_o = engines["kepsparse"](), engines["onnxruntime"]()
+        y_t = engines["torch"]()
+        err = float(np.abs(y_k - y_o).max())
+        tol = 1e-4 * float(np.abs(y_o).max()) + 1e-5
+        for _ in range(warmup):
+            for f in engines.values():
+                f()
+        times = {k: [] for k in engines}
+        for _ in range(repeats):
+            for k, f in engines.items():
+                t0 = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t0)
+        row = {"batch": batch, "max_abs_err_vs_ort": err, "tolerance": tol,
+               "outputs_match": err <= tol,
+               "torch_vs_ort_err": float(np.abs(y_t - y_o).max()),
+               **{k: _stats(v) for k, v in times.items()}}
+        row["speedup_vs_ort"] = round(row["onnxruntime"]["median_ms"] /
+                                      row["kepsparse"]["median_ms"], 2)
+        row["speedup_vs_torch"] = round(row["torch"]["median_ms"] /
+                                        row["kepsparse"]["median_ms"], 2)
+        results.append(row)
+        log(f"batch {batch}: kepsparse {row['kepsparse']['median_ms']:.2f} ms, onnxruntime "
+            f"{row['onnxruntime']['median_ms']:.2f} ms, torch {row['torch']['median_ms']:.2f} ms "
+            f"-> {row['speedup_vs_ort']}x vs ORT (outputs match: {row['outputs_match']})")
+    from ..nets.flops import count
+    dense_counts = count(build_net(model, seed), shape)
+    sparse_counts = count(net, shape, nonzero=True)
+    doc = {"model": model, "input_shape": list(shape), "sparsity_target": sparsity,
+           "achieved_sparsity": {k: round(float(v), 4) for k, v in achieved.items()},
+           "threads": threads, "repeats": repeats, "backend": backend, "tuned": tune,
+           "flops_dense": dense_counts["flops"], "flops_nonzero": sparse_counts["flops"],
+           "params_dense": dense_counts["params"], "params_nonzero": sparse_counts["params"],
+           "kernels": kernels, "results": results,
+           "machine": {"cpu": platform.processor() or platform.machine(),
+                       "cores": os.cpu_count(), "python": platform.python_version()},
+           "kep_file": str(kep_path), "onnx_file": str(onnx_path),
+           "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (out / f"{tag}.json").write_text(json.dumps(doc, indent=2))
+    try:
+        plot(doc, out / f"{tag}.png")
+    except Exception as exc:  # noqa: BLE001 - a missing plotting backend must not lose numbers
+        log(f"(plot skipped: {exc})")
+    return doc
+
+
+def _torch_run(net, xt):
+    import torch
+    with torch.no_grad():
+        return net(xt).numpy()
+
+
+def table(doc) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    t = Table(title=f"{doc['model']} {'x'.join(map(str, doc['input_shape']))}, "
+                    f"{doc['sparsity_target']:.0%} KEP, {doc['threads']} threads")
+    for col in ("batch", "engine", "median ms", "p90 ms", "speedup (median)", "match ORT"):
+        t.add_column(col, justify="right" if col != "engine" else "left")
+    for r in doc["results"]:
+        base = r["onnxruntime"]["median_ms"]
+        for eng in ("kepsparse", "onnxruntime", "torch"):
+            s = r[eng]
+            t.add_row(str(r["batch"]), eng, f"{s['median_ms']:.2f}", f"{s['p90_ms']:.2f}",
+                      f"{base / s['median_ms']:.2f}x vs ORT",
+                      ("yes" if r["outputs_match"] else "NO") if eng == "kepsparse" else "")
+        t.add_section()
+    Console().print(t)
+
+
+def plot(doc, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    engines = ("kepsparse", "onnxruntime", "torch")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    n = len(doc["results"])
+    w = 0.25
+    for i, eng in enumerate(engines):
+        med = [r[eng]["median_ms"] for r in doc["results"]]
+        p90 = [r[eng]["p90_ms"] - r[eng]["median_ms"] for r in doc["results"]]
+        ax.bar(np.arange(n) + (i - 1) * w, med, w, yerr=[np.zeros(n), p90], label=eng,
+               capsize=3)
+    ax.set_xticks(np.arange(n), [f"batch {r['batch']}" for r in doc["results"]])
+    ax.set_ylabel("latency, ms (median, bar to p90)")
+    ax.set_title(f"{doc['model']} {doc['input_shape'][1]}px, {doc['sparsity_target']:.0%} KEP, "
+                 f"{doc['threads']} threads")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,105 @@
+"""Per-layer kernel choice by measurement.
+
+For every SparseConv layer of a ``GraphModel``, every usable registered kernel that runs the
+layer's format (on its sparse weight) or the dense format (on a dense copy), and the BLAS
+dense path, are timed on the layer's real input (captured by running the network once on a
+random input of the given shape). A candidate whose output disagrees with the BLAS dense
+path is discarded. The fastest wins; the choice goes into
+``model.metadata["kernel_choice"]``, which ``kepsparse.save`` writes into the .kep file
+(``kepsparse tune model.kep`` rewrites the file atomically) and ``backend="auto"`` uses.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..errors import InputError
+from ..kernels import registry
+from .engine import DENSE_IMPL, ConvImpl
+
+
+def _time(fn, x, repeats: int, budget_s: float) -> float:
+    fn(x)  # warm-up (JIT, caches)
+    times = []
+    t_end = time.perf_counter() + budget_s
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() > t_end and len(times) >= 2:
+            break
+    return float(np.median(times))
+
+
+def candidates(layer) -> list[dict]:
+    groups = layer.geometry.groups if layer.geometry else 1
+    out = [{"impl": DENSE_IMPL}]
+    for k in registry.all_kernels():
+        if k.backend == "reference" or (groups != 1 and not k.supports_groups):
+            continue
+        if layer.weight.name in k.formats:
+            out.append({"impl": "kernel", "kernel": k.name, "weight": "sparse"})
+        if layer.weight.name != "dense" and "dense" in k.formats:
+            out.append({"impl": "kernel", "kernel": k.name, "weight": "dense"})
+    return out
+
+
+def sample_input(model, input_shape=None, batch: int = 1, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in model.graph.inputs:
+        shape = input_shape if (input_shape is not None and len(model.graph.inputs) == 1) \
+            else spec.get("shape")
+        if shape is None or any(d is None for d in list(shape)[1:]):
+            raise InputError("the model's input shape is not fully known: pass input_shape "
+                             "(--input-shape)", field=spec["name"])
+        shape = [batch if i == 0 and (d is None or input_shape is None) else d
+                 for i, d in enumerate(shape)]
+        feeds[spec["name"]] = rng.standard_normal(shape).astype(spec["dtype"])
+    return feeds
+
+
+def tune(model, input_shape=None, batch: int = 1, threads: int | None = None,
+         repeats: int = 5, budget_s: float = 0.15, verbose=None) -> dict:
+    """Measure and record the fastest implementation of every conv layer; returns the
+    ``kernel_choice`` record (also stored in ``model.metadata``)."""
+    feeds = sample_input(model, input_shape, batch)
+    captured: dict = {}
+    model(feeds, backend="dense", threads=threads, capture=captured)
+    layers, timings = {}, {}
+    for name, x in captured.items():
+        layer = model.layers[name]
+        ref = ConvImpl(layer, {"impl": DENSE_IMPL}, threads)(x)
+        scale = float(np.abs(ref).max()) + 1e-6
+        best, best_t, row = None, np.inf, {}
+        for choice in candidates(layer):
+            try:
+                impl = ConvImpl(layer, choice, threads)
+                y = impl(x)
+            except Exception as exc:  # noqa: BLE001 - a kernel that fails is not chosen
+                row[_label(choice)] = f"failed: {type(exc).__name__}"
+                continue
+            if y.shape != ref.shape or float(np.abs(y - ref).max()) > 1e-4 * scale + 1e-5:
+                row[_label(choice)] = "wrong result: discarded"
+                continue
+            t = _time(impl, x, repeats, budget_s)
+            row[_label(choice)] = round(t * 1e3, 4)
+            if t < best_t:
+                best, best_t = choice, t
+        layers[name] = {**best, "ms": round(best_t * 1e3, 4)}
+        timings[name] = row
+        if verbose:
+            verbose(name, layers[name], row)
+    record = {"threads": threads, "batch": batch,
+              "input_shape": {k: list(v.shape) for k, v in feeds.items()},
+              "layers": layers, "timings": timings}
+    model.metadata["kernel_choice"] = record
+    model._impls.clear()
+    return record
+
+
+def _label(choice: dict) -> str:
+    if choice["impl"] == DENSE_IMPL:
+        return DENSE_IMPL
+    return f"{choice['kernel']}[{choice['weight']}]"
