@@ -13,17 +13,30 @@ OUT=benchmarks/results
 LAYER_OPT=()
 if [[ -n "${LAYERS:-}" ]]; then LAYER_OPT=(--layers "$LAYERS"); fi
 mkdir -p "$OUT"
+# wait (at most MAX_WAIT s) for the machine to calm down before each run
+WAIT_LOAD=${WAIT_LOAD:-2.5}
+MAX_WAIT=${MAX_WAIT:-300}
+calm() {
+  local waited=0
+  while awk -v t="$WAIT_LOAD" '{exit !($1 > t)}' /proc/loadavg && (( waited < MAX_WAIT )); do
+    sleep 10; waited=$((waited + 10))
+  done
+  echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) (waited ${waited}s)" >&2
+}
 COMMON=(--budget "$BUDGET" --warmup "$WARMUP" --stat "$STAT" --table summary --heading-level 2)
 
+calm
 # A: the targets: every ResNet-18 3x3 shape, all structures and sparsities, batch 1, 2 threads
 $KS bench --networks resnet18 "${LAYER_OPT[@]}" --batches 1 --threads 2 "${COMMON[@]}" \
   --json $OUT/resnet18_b1_t2.json --plot $OUT/resnet18_b1_t2.png --markdown $OUT/resnet18_b1_t2.md \
   --title "A. ResNet-18 3x3 layers, batch 1, 2 threads: the issue's targets"
+calm
 # B: batch 8 and 1 thread on ResNet-18 at 90 %
 $KS bench --networks resnet18 "${LAYER_OPT[@]}" --sparsities 0.9 --structures kep,random \
   --batches 1,8 --threads 1,2 "${COMMON[@]}" \
   --json $OUT/resnet18_batch_threads.json --plot $OUT/resnet18_batch_threads.png --markdown $OUT/resnet18_batch_threads.md \
   --title "B. ResNet-18 at 90 %: batch 1 and 8, 1 and 2 threads"
+calm
 # C: the other networks at 90 % (kep and unstructured), batch 1, 2 threads
 $KS bench --networks resnet50,vgg16_cifar,resnet56_cifar "${LAYER_OPT[@]}" --sparsities 0.9 \
   --structures kep,random --batches 1 --threads 2 "${COMMON[@]}" \

@@ -331,11 +331,13 @@ def markdown(doc, plot_path: str | None = None, title: str = "kepsparse layer be
               f"Times in ms ({doc['settings'].get('stat', 'median')}); `x` columns: speedup vs {base} (its time / the contender's); "
               "`best <backend>`: the fastest verified kernel of that backend; every kernel's own "
               "numbers are in the geomean tables above and in the JSON. GF/s: useful (non-zeros) "
-              "of the fastest verified kernel, and the baseline's dense-equivalent GF/s.", "",
+              "of the fastest verified kernel, and the baseline's dense-equivalent GF/s. load: the "
+              "1-minute load average when the case started (2 cores; this run itself adds up to ~2, so "
+              "well above 3 means other processes competed for the cores).", "",
               f"| layer | shape | N | T | structure | sparsity | {SHORT.get(base, base)} ms | "
               + " | ".join(f"x {n}" for n in names) + " | best kernel | useful GF/s | "
-              f"{SHORT.get(base, base)} dense GF/s |",
-              "|" + "---|" * (10 + len(names))]
+              f"{SHORT.get(base, base)} dense GF/s | load |",
+              "|" + "---|" * (11 + len(names))]
     for c in doc["cases"]:
         b = _ok(c, base) if base else None
         cells = []
@@ -352,7 +354,7 @@ def markdown(doc, plot_path: str | None = None, title: str = "kepsparse layer be
                      f"{c['structure']} | {c['actual_sparsity']:.3f} | "
                      f"{_fmt(b and b['t_s'] * 1e3, '.3f')} | " + " | ".join(cells) +
                      f" | {best['name'] if best else '-'} | {_fmt(best and best['useful_gflops'])} | "
-                     f"{_fmt(b and b['dense_gflops'])} |")
+                     f"{_fmt(b and b['dense_gflops'])} | {_fmt(c.get('loadavg_1min'), '.1f')} |")
     lines.append("")
     notes = doc.get("unavailable", [])
     if notes:

@@ -303,7 +303,8 @@ def run_bench(config: BenchConfig, progress=None) -> dict:
                "Ho": Ho, "Wo": Wo, "batch": case.batch, "threads": case.threads,
                "structure": case.structure, "sparsity": case.sparsity,
                "actual_sparsity": 1.0 - nnz / w.size, "nnz": nnz,
-               "dense_flops": dense_flops, "useful_flops": useful_flops, "results": []}
+               "dense_flops": dense_flops, "useful_flops": useful_flops,
+               "loadavg_1min": (_loadavg() or [None])[0], "results": []}
         contenders = [*competitors, *kernels, *([AutoContender()] if want_auto else [])]
         timed = []  # (row, contender, run) of the verified contenders
         for c in contenders:
