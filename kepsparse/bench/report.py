@@ -254,6 +254,12 @@ def rich_tables(doc, console, full: bool = True) -> None:
                           *[_fmt_x(e["speedup"].get(n, {}).get("geomean")) for n in names])
         console.print(table)
     console.print(summary_line(doc))
+    loads = [x for x in ((doc["machine"].get("loadavg_start") or [None])[0],
+                         (doc["machine"].get("loadavg_end") or [None])[0]) if x is not None]
+    if loads and max(loads) > (doc["machine"].get("cpu_count") or 2) + 1:
+        console.print(f"[yellow]busy machine[/yellow]: 1-minute load average {max(loads):.1f} on "
+                      f"{doc['machine'].get('cpu_count')} CPUs during the run; times are noisy "
+                      "(compare with --stat min)")
     for line in target_lines(doc):
         style = "green" if line.endswith("MET") else ("red" if "MISSED" in line else "yellow")
         console.print(f"[{style}]target[/{style}] {line}")
