@@ -377,7 +377,12 @@ def _fmt_load(v):
 def plot(doc, path) -> None:
     """Speedup vs sparsity, one panel per structure (rows: batch/threads), one line per
     kernel/competitor; geometric mean over the focus layers."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        from ..errors import BackendUnavailableError
+        raise BackendUnavailableError("--plot needs matplotlib (pip install kepsparse[data])",
+                                      field="plot") from None
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
