@@ -3,6 +3,7 @@ real layer shapes (see ``kepsparse bench --help`` and benchmarks/README.md)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from ..errors import InputError
@@ -138,6 +139,14 @@ def _cmd_bench(args) -> int:
         console = Console(width=max(console.width, 170))
     if args.list:
         return _list(console)
+    for opt in ("json", "plot", "markdown"):  # fail before a long run, not after it
+        out = getattr(args, opt)
+        if out is not None:
+            parent = Path(out).resolve().parent
+            if not parent.is_dir():
+                raise InputError(f"folder {parent} does not exist", path=out, field=opt)
+            if not os.access(parent, os.W_OK):
+                raise InputError(f"folder {parent} is not writable", path=out, field=opt)
     if args.from_json:
         try:
             doc = _normalize(json.loads(Path(args.from_json).read_text()))

@@ -146,7 +146,7 @@ def test_cli_bench(tiny_shapes, tmp_path, capsys):
                                   ["--structures", "blocks"], ["--kernels", "no_such_kernel"],
                                   ["--competitors", "tensorflow"], ["--layers", "zzz*"],
                                   ["--from-json", "/nonexistent.json"], ["--threads", "0"],
-                                  ["--rounds", "0"]])
+                                  ["--rounds", "0"], ["--json", "/nonexistent/dir/r.json"]])
 def test_cli_bad_input(argv, capsys):
     assert cli.main(["bench", "--quick", "--table", "none", *argv]) == 2
     assert "kepsparse: error:" in capsys.readouterr().err
