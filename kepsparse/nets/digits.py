@@ -162,6 +162,36 @@ def sparse_logits(model, sparse_model, x, backend: str = "reference") -> np.ndar
     return h.reshape(h.shape[0], -1) @ w.T + b
 
 
+def sparse_agreement(model, loader, backend: str = "reference", format: str = "auto") -> dict:
+    """Convert ``model`` with ``kepsparse.convert`` and run it with kepsparse's kernels over
+    every batch of ``loader``: how often the sparse run predicts torch's class, its accuracy,
+    and the pattern-format byte account."""
+    torch = _torch()
+    from .. import convert
+
+    sparse = convert(model, format=format)
+    same = total = correct = 0
+    max_err = 0.0
+    model.eval()
+    with torch.no_grad():
+        for x, y in loader:
+            ref = model(x).numpy()
+            got = sparse_logits(model, sparse, x, backend=backend)
+            same += int((got.argmax(1) == ref.argmax(1)).sum())
+            correct += int((got.argmax(1) == y.numpy()).sum())
+            total += len(y)
+            max_err = max(max_err, float(np.abs(got - ref).max()))
+    pat = [layer.weight for layer in sparse if layer.weight.name == "pattern"]
+    vb = sum(w.value_bytes for w in pat)
+    return {"images": total, "same_class": same, "agreement": same / max(total, 1),
+            "sparse_accuracy": 100.0 * correct / max(total, 1), "max_abs_logit_err": max_err,
+            "formats": {layer.name: layer.weight.name for layer in sparse},
+            "pattern_index_bytes": sum(w.index_bytes for w in pat), "pattern_value_bytes": vb,
+            "pattern_index_value_ratio": sum(w.index_bytes for w in pat) / vb if vb else None,
+            "library_sizes": {layer.name: layer.weight.n_patterns - 1 for layer in sparse
+                              if layer.weight.name == "pattern"}}
+
+
 #: Models this module offers to ``kepsparse.nets.get_model`` (name -> factory).
 MODELS = {"digits": digits_cnn}
 DATASETS = {"digits": digits_loaders}

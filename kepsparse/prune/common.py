@@ -384,3 +384,51 @@ class progress_bar:
 
 def finite(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
+
+
+# ----------------------------------------------------------------------------- sparse check
+
+def sparse_check(model, x, backend: str = "reference", format: str = "auto",
+                 max_patterns: int | None = None) -> dict:
+    """Convert ``model`` with ``kepsparse.convert`` and run every Conv2d with kepsparse's
+    kernels on the input torch gives it for batch ``x``: formats, bytes and the largest
+    deviation from torch per layer. ``pattern_index_value_ratio`` is index bytes over value
+    bytes summed over the layers stored in the pattern format."""
+    torch = _torch()
+    from .. import convert
+
+    sparse = convert(model, format=format, max_patterns=max_patterns)
+    convs = conv_layers(model)
+    seen = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: seen.__setitem__(n, (inp[0], out)))
+             for n, m in convs.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    layers = {}
+    for n, (inp, out) in seen.items():
+        layer = sparse[n or "conv"]
+        y = layer(inp.detach().cpu().numpy(), backend=backend)
+        ref = out.detach().cpu().numpy()
+        err = float(np.abs(y - ref).max()) if y.size else 0.0
+        scale = float(np.abs(ref).max()) if ref.size else 0.0
+        w = layer.weight
+        layers[n] = {"format": w.name, "nnz": w.nnz, "sparsity": round(w.sparsity, 6),
+                     "value_bytes": w.value_bytes, "index_bytes": w.index_bytes,
+                     "max_abs_err": err, "max_abs_out": scale}
+        if w.name == "pattern":
+            layers[n]["library_size"] = w.n_patterns - 1
+    pat = [r for r in layers.values() if r["format"] == "pattern"]
+    vb = sum(r["value_bytes"] for r in pat)
+    return {"backend": backend, "layers": layers,
+            "value_bytes": sum(r["value_bytes"] for r in layers.values()),
+            "index_bytes": sum(r["index_bytes"] for r in layers.values()),
+            "pattern_index_value_ratio": (sum(r["index_bytes"] for r in pat) / vb) if vb else None,
+            "max_abs_err": max((r["max_abs_err"] for r in layers.values()), default=0.0),
+            "sparse_model": sparse}

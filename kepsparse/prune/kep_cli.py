@@ -30,14 +30,49 @@ def run(args) -> int:
         lambda_interval=args.lambda_interval, seed=args.seed, threads=args.threads,
         progress=not args.no_progress)
     report["source"] = {"model": args.model, "data": args.data, "weights": how}
+    if not args.no_check:
+        report.update(check_sparse_run(args, pruned, loaders))
     written = finish(args, pruned, report, masks=pruned.kep_masks, plot=plot_report)
     a, p, f = report["accuracy"], report["params"], report["flops"]
     print(f"KEP {args.scope} scope: conv sparsity {report['conv_sparsity']['model']:.1%} "
           f"(pruned layers {report['conv_sparsity']['pruned_layers']:.1%}); accuracy "
           f"{a['dense']:.2f}% -> {a['final']:.2f}%; params {p['before']:,} -> {p['after']:,}; "
           f"FLOPs {f['before']:,} -> {f['after']:,} (-{f['reduction']:.1%})")
+    check = report.get("sparse_check")
+    if isinstance(check, dict) and "layers" in check:
+        ratio = check["pattern_index_value_ratio"]
+        formats = ", ".join(f"{n}={r['format']}" for n, r in check["layers"].items())
+        line = (f"kepsparse convert: {formats}; max |sparse - torch| per conv "
+                f"{check['max_abs_err']:.2e}")
+        if ratio is not None:
+            line += f"; pattern index/value bytes {ratio:.1%}"
+        print(line)
+    run_ = report.get("sparse_run")
+    if isinstance(run_, dict) and "images" in run_:
+        print(f"sparse run (kepsparse convs): {run_['same_class']}/{run_['images']} test images "
+              f"predict torch's class, accuracy {run_['sparse_accuracy']:.2f}%")
     print("wrote " + ", ".join(written))
     return 0
+
+
+def check_sparse_run(args, pruned, loaders) -> dict:
+    """Convert the pruned model and run its convs with kepsparse (per layer, on a few test
+    samples); for the built-in digits CNN also the whole network over the test set."""
+    from ..errors import KepError
+    from . import common
+
+    out = {}
+    try:
+        x = next(iter(loaders["test"]))[0][:16]
+        check = common.sparse_check(pruned, x)
+        check.pop("sparse_model")
+        out["sparse_check"] = check
+        if args.model == "digits":
+            from ..nets.digits import sparse_agreement
+            out["sparse_run"] = sparse_agreement(pruned, loaders["test"])
+    except KepError as exc:
+        out["sparse_check"] = {"skipped": str(exc)}
+    return out
 
 
 def register(methods) -> None:
@@ -77,5 +112,7 @@ def register(methods) -> None:
     g.add_argument("--lr", type=float, default=0.01, help="penalty phase (default 0.01)")
     g.add_argument("--finetune-lr", type=float, default=0.01,
                    help="fine-tuning, cosine-annealed (default 0.01)")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip converting the result and running it with kepsparse's kernels")
     add_common_arguments(p, default_epochs=10)
     p.set_defaults(func=run)
