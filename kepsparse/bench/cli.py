@@ -194,4 +194,9 @@ def _run(args, console) -> dict:
         def update(done, total, text):
             progress.update(task, completed=done, description=text)
 
-        return run_bench(cfg, progress=update)
+        def save(doc):  # the results so far survive a crash or Ctrl-C of a long run
+            tmp = Path(str(args.json) + ".tmp")
+            tmp.write_text(json.dumps(doc, indent=1))
+            tmp.replace(args.json)
+
+        return run_bench(cfg, progress=update, checkpoint=save if args.json else None)

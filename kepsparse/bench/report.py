@@ -297,6 +297,8 @@ def markdown(doc, plot_path: str | None = None, title: str = "kepsparse layer be
              f" (max error <= {doc['settings']['tolerance']:g} of max |y|) before timing",
              "- the machine is shared and noisy (other jobs ran at the same time; +-30% between "
              "runs is normal): compare ratios within one run, not absolute times across runs.", ""]
+    if doc.get("partial"):
+        lines += [f"**Partial run**: it stopped after {len(doc['cases'])} cases.", ""]
     if plot_path:
         lines += [f"![speedup vs sparsity]({plot_path})", ""]
     lines += [f"{h}# Targets (issue 3)", ""] + [f"- {t}" for t in target_lines(doc)] + [""]

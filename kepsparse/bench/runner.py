@@ -254,10 +254,11 @@ def plan(config: BenchConfig) -> list[Case]:
                       config.threads, config.seed)
 
 
-def run_bench(config: BenchConfig, progress=None) -> dict:
+def run_bench(config: BenchConfig, progress=None, checkpoint=None) -> dict:
     """Run every case of ``config``; returns the JSON-ready result document.
 
-    ``progress(done, total, text)`` is called before each contender and after each case."""
+    ``progress(done, total, text)`` is called before each contender and after each case;
+    ``checkpoint(doc)`` after each case with the document so far (``doc["partial"]`` true)."""
     cases = plan(config)
     kernels, want_auto, kernel_notes = resolve_kernels(config.kernels)
     competitors, comp_notes = resolve_competitors(config.competitors)
@@ -365,8 +366,12 @@ def run_bench(config: BenchConfig, progress=None) -> dict:
             if r["status"] == "ok":
                 r["speedup"] = {n: t / r["t_s"] for n, t in comp_times.items()}
         doc["cases"].append(rec)
+        if checkpoint is not None:
+            doc["partial"] = True
+            checkpoint(doc)
         if progress is not None:
             progress(i + 1, len(cases), f"{ls.id} done")
+    doc["partial"] = False
     doc["machine"]["loadavg_end"] = _loadavg()
     doc["elapsed_s"] = time.time() - started
     from .report import summarize
