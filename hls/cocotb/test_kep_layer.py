@@ -114,18 +114,20 @@ class Checker:
             self.error(f"{label}: {missing} output words never arrived")
 
 
-def hdl_parameters_match(dut, desc: dict, log) -> bool:
-    """Read the HDL parameters back (where the simulator exposes them) and compare."""
-    ok = True
+def hdl_parameters_match(dut, desc: dict, log) -> tuple[bool, int]:
+    """Read the HDL parameters back (where the simulator exposes them) and compare.
+    Returns (all equal, how many were readable)."""
+    ok, checked = True, 0
     for name, value in desc["rtl_parameters"].items():
         try:
             got = int(getattr(dut, name).value)
         except (AttributeError, TypeError, ValueError):
             continue  # not visible through VPI on this simulator
+        checked += 1
         if got != int(value):
             log.error(f"HDL parameter {name}={got} but the project says {value}")
             ok = False
-    return ok
+    return ok, checked
 
 
 async def run_once(dut, driver, desc, xq, expected, checker, label, timeout) -> int:
@@ -166,7 +168,7 @@ async def test_layer_bit_exact(dut):
     dut.rst.value = 0
     await RisingEdge(dut.clk)
 
-    params_ok = hdl_parameters_match(dut, desc, dut._log)
+    params_ok, params_checked = hdl_parameters_match(dut, desc, dut._log)
     npix = desc["HO"] * desc["WO"]
     checker = Checker(dut._log, desc["P"], npix, desc["O"])
     driver = InputDriver(dut, rng)
@@ -181,7 +183,8 @@ async def test_layer_bit_exact(dut):
         cycles.append(await run_once(dut, driver, desc, xq, expected, checker, f"random{i}", timeout))
     summary = {"mismatches": checker.errors, "outputs_compared": checker.compared,
                "runs": 1 + runs, "cycles": cycles[0], "cycles_per_run": cycles,
-               "hdl_parameters_ok": params_ok, "seed": seed}
+               "hdl_parameters_ok": params_ok,
+               "hdl_parameters_checked": params_checked, "seed": seed}
     result_file = os.environ.get("KEP_RESULT_FILE")
     if result_file:
         Path(result_file).write_text(json.dumps(summary, indent=2))
