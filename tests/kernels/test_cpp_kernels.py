@@ -1,0 +1,188 @@
+"""C++-backend specifics the registry-wide test does not cover: every register tile (OB) on
+every ISA this CPU runs, thread counts, the GIL, ISA availability, the plan's own checks, and
+layers of real size against the reference."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import kepsparse as ks
+from kepsparse.geometry import ConvGeometry
+from kepsparse.kernels import all_kernels, cpp, get
+from kepsparse.testing import edge_case_weights, make_kep_weight, random_sparse_weight
+
+pytestmark = pytest.mark.skipif(cpp._core is None, reason="kepsparse._core not built")
+
+CPP_KERNELS = [k for k in all_kernels(include_unavailable=True) if k.backend == "cpp"]
+USABLE_ISAS = [isa for isa, needs, _ in cpp.ISAS if cpp._isa_reason(isa, needs) is None]
+
+
+def _run_plan(plan, isa, x, bias=None, stride=1, padding=0, dilation=1, relu=False, threads=None):
+    geo = ConvGeometry.make(stride, padding, dilation)
+    KH, KW = plan_shape[plan][2:]
+    Ho, Wo = geo.output_size(x.shape[2], x.shape[3], KH, KW)
+    return cpp._core.spconv_run(plan, isa, x, bias, geo.stride, geo.padding, geo.dilation,
+                                (Ho, Wo), relu, 0 if threads is None else threads)
+
+
+plan_shape: dict = {}
+
+
+def _plan(fmt, groups, isa, ob):
+    p = cpp.build_plan(fmt, groups, isa, ob=ob)
+    plan_shape[p] = fmt.shape
+    return p
+
+
+def test_every_format_and_isa_registered():
+    names = {k.name for k in CPP_KERNELS}
+    for fmt in ("pattern", "csr", "dense"):
+        for isa, _, _ in cpp.ISAS:
+            assert any(n.startswith(f"{fmt}_f32_") and n.endswith(f"_{isa}") for n in names)
+
+
+def test_generic_always_available_and_best_isa_is_picked():
+    assert "generic" in USABLE_ISAS
+    k = ks.kernels.select("pattern", "cpp")
+    assert k.isa == USABLE_ISAS[0]
+
+
+def test_missing_isa_reports_reason(monkeypatch):
+    monkeypatch.setattr(cpp, "_features", lambda: {"avx2": False, "fma": False, "avx512f": False})
+    for k in CPP_KERNELS:
+        reason = k.unavailable_reason()
+        if k.isa == "generic":
+            assert reason is None
+        else:
+            assert reason and "lacks" in reason and k.isa in reason
+
+
+def test_runs_without_extension():
+    """Without kepsparse._core the module imports and the kernels say why they cannot run."""
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'kepsparse._core': raise ImportError('blocked for the test')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from kepsparse.kernels import all_kernels, backend_status\n"
+        "ks = [k for k in all_kernels(include_unavailable=True) if k.backend == 'cpp']\n"
+        "assert len(ks) == 9, ks\n"
+        "assert all('kepsparse._core not built' in k.unavailable_reason() for k in ks)\n"
+        "print(backend_status()['cpp'])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "not built" in out.stdout
+
+
+@pytest.mark.parametrize("isa", USABLE_ISAS)
+@pytest.mark.parametrize("ob", cpp.OB_CHOICES)
+def test_every_register_tile_matches_reference(isa, ob):
+    if cpp._core.spconv_tile_vectors(isa, ob) == 0:
+        pytest.skip(f"{isa} has no tile for OB={ob}")
+    rng = np.random.default_rng(ob)
+    geos = [dict(stride=1, padding=1), dict(stride=2, padding=(0, 1, 2, 1), dilation=2),
+            dict(stride=(1, 3), padding=2)]
+    for label, w in edge_case_weights():
+        for groups in (1, 2) if w.shape[0] % 2 == 0 else (1,):
+            fmt = ks.pack(w, "csr")
+            plan = _plan(fmt, groups, isa, ob)
+            assert plan.OB == ob
+            C = w.shape[1] * groups
+            for g in geos:
+                x = rng.standard_normal((2, C, 13, 17)).astype(np.float32)
+                bias = rng.standard_normal(w.shape[0]).astype(np.float32)
+                ref = ks.conv2d(x, fmt, bias, groups=groups, backend="reference", **g)
+                y = _run_plan(plan, isa, x, bias, **g)
+                np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5,
+                                           err_msg=f"{label} groups={groups} {g}")
+
+
+@pytest.mark.parametrize("kernel", [k.name for k in CPP_KERNELS if k.unavailable_reason() is None
+                                    and k.formats != ("dense",)])
+def test_real_size_layers_match_reference(kernel, rng):
+    fmt_name = get(kernel).formats[0]
+    for (O, C, H, W), stride, w in [
+        ((64, 64, 28, 28), 1, make_kep_weight(rng, 64, 64, 3, 3, empty_planes=0.7)),
+        ((128, 64, 29, 27), 2, make_kep_weight(rng, 128, 64, 3, 3, empty_planes=0.5)),
+        ((96, 40, 15, 15), 1, random_sparse_weight(rng, (96, 40, 3, 3), 0.9)),
+    ]:
+        fmt = ks.pack(w, fmt_name)
+        x = rng.standard_normal((2, C, H, W)).astype(np.float32)
+        ref = ks.conv2d(x, fmt, None, stride=stride, padding=1, backend="reference")
+        y = ks.conv2d(x, fmt, None, stride=stride, padding=1, backend=kernel)
+        np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_thread_counts_give_identical_results(rng):
+    w = make_kep_weight(rng, 64, 32, 3, 3, empty_planes=0.6)
+    fmt = ks.pack(w, "pattern")
+    x = rng.standard_normal((3, 32, 21, 19)).astype(np.float32)
+    ys = [ks.conv2d(x, fmt, None, padding=1, backend="cpp", threads=t) for t in (1, 2, 3, None)]
+    for y in ys[1:]:
+        np.testing.assert_array_equal(y, ys[0])
+
+
+def test_gil_is_released_during_the_call(rng):
+    w = random_sparse_weight(rng, (128, 128, 3, 3), 0.5)
+    fmt = ks.pack(w, "csr")
+    x = rng.standard_normal((4, 128, 56, 56)).astype(np.float32)
+    ks.conv2d(x[:1], fmt, None, padding=1, backend="cpp", threads=1)  # build the plan
+    t0 = time.perf_counter()
+    ks.conv2d(x, fmt, None, padding=1, backend="cpp", threads=1)
+    call = time.perf_counter() - t0
+    done = threading.Event()
+
+    def work():
+        ks.conv2d(x, fmt, None, padding=1, backend="cpp", threads=1)
+        done.set()
+
+    th = threading.Thread(target=work)
+    ticks, gaps, last = 0, [], time.perf_counter()
+    th.start()
+    while not done.is_set():
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+        ticks += 1
+    th.join()
+    # holding the GIL for the whole call would freeze this loop for about `call` seconds
+    assert ticks > 100
+    assert max(gaps) < 0.5 * call + 0.02, (max(gaps), call)
+
+
+def test_plan_rejects_broken_arrays():
+    core = cpp._core
+    ok = dict(O=2, Ctot=8, KH=1, KW=1, OB=1, out_ch=np.array([0, 1], np.int32),
+              ck=np.array([0, 3], np.int32), w=np.ones(2, np.float32),
+              cptr=np.array([0, 1, 1, 2], np.int64))
+    core.SpconvPlan(**ok)
+    for field, bad in [("ck", np.array([0, 8], np.int32)), ("out_ch", np.array([0, 0], np.int32)),
+                       ("cptr", np.array([0, 2, 1, 2], np.int64)), ("OB", 3),
+                       ("w", np.ones(3, np.float32))]:
+        with pytest.raises(ValueError):
+            core.SpconvPlan(**{**ok, field: bad})
+
+
+def test_boundary_conversions(rng):
+    """Non-contiguous / float64 input and wrong shapes straight into the extension."""
+    w = make_kep_weight(rng, 8, 4, 3, 3)
+    fmt = ks.pack(w, "pattern")
+    plan = _plan(fmt, 1, USABLE_ISAS[0], None)
+    x = rng.standard_normal((1, 4, 20, 22))[:, :, ::2, ::2]  # float64, strided
+    y = _run_plan(plan, USABLE_ISAS[0], x, padding=1)
+    ref = ks.conv2d(x, fmt, None, padding=1, backend="reference")
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError):
+        _run_plan(plan, USABLE_ISAS[0], np.zeros((1, 5, 8, 8), np.float32), padding=1)
+    with pytest.raises(ValueError):
+        cpp._core.spconv_run(plan, USABLE_ISAS[0], np.zeros((1, 4, 8, 8), np.float32), None,
+                             (1, 1), (1, 1, 1, 1), (1, 1), (9, 8), False, 0)
+    with pytest.raises(ValueError):
+        cpp._core.spconv_run(plan, "sse9", np.zeros((1, 4, 8, 8), np.float32), None,
+                             (1, 1), (1, 1, 1, 1), (1, 1), (8, 8), False, 0)
