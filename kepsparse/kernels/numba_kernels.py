@@ -61,7 +61,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without numba
 
     prange = range
 
-_CHUNK = 1024       # target floats of one accumulator chunk (4 KiB, L1-resident)
+_CHUNK = 1024       # target floats of one output channel's accumulator chunk (4 KiB)
+_MIN_TASKS = 8      # parallel tasks per image at least (row chunks x output-channel blocks)
 _VEC = 16           # chunks round up to whole AVX-512 vectors (no scalar remainder loops)
 _FLAGS = dict(cache=True, nogil=True, fastmath={"contract"})
 
@@ -100,75 +101,110 @@ def _pack_input(x, pt, pl, sh, sw, Hs, Ws, xflat):
                             row[j] = 0.0
 
 
+@njit(**_FLAGS)
+def _axpy_entries(acc, xn, off, val, e, e1, q0, m):
+    """acc[:m] += sum over entries e..e1-1 of val[e] * xn[off[e] + q0 : ... + m], in order.
+
+    Eight entries per pass over acc (one accumulator load/store per eight FMAs), then four,
+    then one. Every step is the same fused a += w * x, so the grouping never changes the
+    result. m is a multiple of _VEC: LLVM's vector loop runs whole, no scalar remainder."""
+    while e + 8 <= e1:
+        x0 = xn[off[e] + q0:]
+        x1 = xn[off[e + 1] + q0:]
+        x2 = xn[off[e + 2] + q0:]
+        x3 = xn[off[e + 3] + q0:]
+        x4 = xn[off[e + 4] + q0:]
+        x5 = xn[off[e + 5] + q0:]
+        x6 = xn[off[e + 6] + q0:]
+        x7 = xn[off[e + 7] + q0:]
+        w0 = val[e]
+        w1 = val[e + 1]
+        w2 = val[e + 2]
+        w3 = val[e + 3]
+        w4 = val[e + 4]
+        w5 = val[e + 5]
+        w6 = val[e + 6]
+        w7 = val[e + 7]
+        for i in range(m):
+            a = acc[i]
+            a += w0 * x0[i]
+            a += w1 * x1[i]
+            a += w2 * x2[i]
+            a += w3 * x3[i]
+            a += w4 * x4[i]
+            a += w5 * x5[i]
+            a += w6 * x6[i]
+            a += w7 * x7[i]
+            acc[i] = a
+        e += 8
+    if e + 4 <= e1:
+        x0 = xn[off[e] + q0:]
+        x1 = xn[off[e + 1] + q0:]
+        x2 = xn[off[e + 2] + q0:]
+        x3 = xn[off[e + 3] + q0:]
+        w0 = val[e]
+        w1 = val[e + 1]
+        w2 = val[e + 2]
+        w3 = val[e + 3]
+        for i in range(m):
+            a = acc[i]
+            a += w0 * x0[i]
+            a += w1 * x1[i]
+            a += w2 * x2[i]
+            a += w3 * x3[i]
+            acc[i] = a
+        e += 4
+    while e < e1:
+        x0 = xn[off[e] + q0:]
+        w0 = val[e]
+        for i in range(m):
+            acc[i] += w0 * x0[i]
+        e += 1
+
+
 @njit(parallel=True, **_FLAGS)
-def _conv_wide(xflat, Ws, indptr, off, val, Ho, Wo, rows_per_chunk, bias, has_bias, relu, y):
+def _conv_blocked(xflat, Ws, indptr, off, val, Ho, Wo, rows_per_chunk, OB,
+                  bias, has_bias, relu, y):
     """y[n, o] = crop(sum over o's entries of val * shifted Xs plane) (+ bias, ReLU).
 
-    ``xflat[n]`` is image n's Xs, flat, followed by at least _VEC floats of slack: chunks are
-    computed in whole vectors of _VEC floats, the overhang is garbage that is never stored.
-    Entry e of output channel o reads ``xflat[n, off[e] + q]`` for wide output position q.
+    ``xflat[n]`` is image n's Xs, flat, followed by at least _VEC floats of slack (chunks
+    are computed in whole vectors; the overhang is garbage that is never stored). Entry e
+    reads ``xflat[n, off[e] + q]`` for wide output position q; o's entries are
+    ``indptr[o]:indptr[o + 1]``. A task is (image, chunk of output rows, block of OB output
+    channels). (Blocking input channels so a block's rows stay in L1 across the task's
+    output channels was measured slower: it shortens the runs of entries per pass, and
+    Zen's L2 feeds these streaming loads well enough.)
     """
     N = xflat.shape[0]
     O = y.shape[1]
     qtot = (Ho - 1) * Ws + Wo
     L = rows_per_chunk * Ws
     Lp = (L + _VEC - 1) // _VEC * _VEC
-    nchunks = (Ho + rows_per_chunk - 1) // rows_per_chunk
-    for task in prange(N * O):
-        n = task // O
-        o = task - n * O
+    nK = (Ho + rows_per_chunk - 1) // rows_per_chunk
+    nOB = (O + OB - 1) // OB
+    for task in prange(N * nK * nOB):
+        n = task // (nK * nOB)
+        rest = task - n * (nK * nOB)
+        k = rest // nOB
+        o0 = (rest - k * nOB) * OB
+        o1 = min(O, o0 + OB)
+        q0 = k * L
+        m = (min(L, qtot - q0) + _VEC - 1) // _VEC * _VEC
         xn = xflat[n]
-        yo = y[n, o]
-        acc = np.empty(Lp, np.float32)
-        e0 = indptr[o]
-        e1 = indptr[o + 1]
-        b = bias[o] if has_bias else np.float32(0.0)
-        for k in range(nchunks):
-            q0 = k * L
-            m = (min(L, qtot - q0) + _VEC - 1) // _VEC * _VEC
-            for i in range(m):
-                acc[i] = 0.0
-            e = e0
-            while e + 8 <= e1:
-                x0 = xn[off[e] + q0:]
-                x1 = xn[off[e + 1] + q0:]
-                x2 = xn[off[e + 2] + q0:]
-                x3 = xn[off[e + 3] + q0:]
-                x4 = xn[off[e + 4] + q0:]
-                x5 = xn[off[e + 5] + q0:]
-                x6 = xn[off[e + 6] + q0:]
-                x7 = xn[off[e + 7] + q0:]
-                w0 = val[e]
-                w1 = val[e + 1]
-                w2 = val[e + 2]
-                w3 = val[e + 3]
-                w4 = val[e + 4]
-                w5 = val[e + 5]
-                w6 = val[e + 6]
-                w7 = val[e + 7]
-                for i in range(m):
-                    a = acc[i]
-                    a += w0 * x0[i]
-                    a += w1 * x1[i]
-                    a += w2 * x2[i]
-                    a += w3 * x3[i]
-                    a += w4 * x4[i]
-                    a += w5 * x5[i]
-                    a += w6 * x6[i]
-                    a += w7 * x7[i]
-                    acc[i] = a
-                e += 8
-            while e < e1:
-                x0 = xn[off[e] + q0:]
-                w0 = val[e]
-                for i in range(m):
-                    acc[i] += w0 * x0[i]
-                e += 1
-            # crop the wide rows to Wo, fuse bias and ReLU
-            r0 = k * rows_per_chunk
-            r1 = min(r0 + rows_per_chunk, Ho)
+        acc = np.zeros((o1 - o0) * Lp, np.float32)
+        for o in range(o0, o1):
+            e = indptr[o]
+            e1 = indptr[o + 1]
+            if e < e1:
+                _axpy_entries(acc[(o - o0) * Lp:], xn, off, val, e, e1, q0, m)
+        # crop the wide rows to Wo, fuse bias and ReLU
+        r0 = k * rows_per_chunk
+        r1 = min(r0 + rows_per_chunk, Ho)
+        for o in range(o0, o1):
+            b = bias[o] if has_bias else np.float32(0.0)
+            yo = y[n, o]
             for r in range(r0, r1):
-                src = acc[(r - r0) * Ws:]
+                src = acc[(o - o0) * Lp + (r - r0) * Ws:]
                 dst = yo[r]
                 for j in range(Wo):
                     v = src[j] + b
@@ -204,8 +240,10 @@ def prepare(fmt) -> dict:
 def _plan(prepared, C, H, W, geometry) -> tuple:
     """Sizes and entry offsets for one input shape and geometry; cached in ``prepared``.
 
-    Returns (Ho, Wo, Hs, Ws, CS, rows_per_chunk, off) where off[e] is where entry e's
-    shifted plane starts in one image's flat Xs."""
+    Returns (Ho, Wo, Hs, Ws, CS, rows_per_chunk, OB, off): off[e] is where entry e's
+    shifted plane starts in one image's flat Xs; OB the output channels per task. None of
+    it depends on the
+    thread count, so results are identical for any ``threads``."""
     key = (C, H, W, geometry)
     cache = prepared["plans"]
     plan = cache.get(key)
@@ -223,7 +261,11 @@ def _plan(prepared, C, H, W, geometry) -> tuple:
               + (rh // sh)[:, None] * Ws + (rw // sw)[None, :]).reshape(-1)
     ci = (prepared["row"].astype(np.int64) // (O // geometry.groups)) * Cg + prepared["chan"]
     off = np.ascontiguousarray(ci * CS + tapoff[prepared["tap"]], np.int64)
-    plan = (Ho, Wo, Hs, Ws, CS, _rows_per_chunk(Ho, Ws), off)
+    R = _rows_per_chunk(Ho, Ws)
+    # output-channel blocks: at least _MIN_TASKS tasks per image when the chunks are few
+    nK = -(-Ho // R)
+    OB = max(1, -(-O // max(1, -(-_MIN_TASKS // nK))))
+    plan = (Ho, Wo, Hs, Ws, CS, R, OB, off)
     if len(cache) >= 8:
         cache.clear()
     cache[key] = plan
@@ -261,7 +303,7 @@ def run(prepared, x, bias, geometry, relu=False, threads=None):
     # the boundary (conv2d) already gives float32 C-contiguous; a direct caller gets a copy
     x = np.ascontiguousarray(x, dtype=np.float32)
     N, C, H, W = x.shape
-    Ho, Wo, Hs, Ws, CS, rows_per_chunk, off = _plan(prepared, C, H, W, geometry)
+    Ho, Wo, Hs, Ws, CS, rows_per_chunk, OB, off = _plan(prepared, C, H, W, geometry)
     pt, _, pl, _ = geometry.padding
     sh, sw = geometry.stride
     O = prepared["shape"][0]
@@ -272,8 +314,8 @@ def run(prepared, x, bias, geometry, relu=False, threads=None):
     y = np.empty((N, O, Ho, Wo), np.float32)
     with _num_threads(threads):
         _pack_input(x, pt, pl, sh, sw, Hs, Ws, xflat)
-        _conv_wide(xflat, Ws, prepared["indptr"], off, prepared["val"], Ho, Wo, rows_per_chunk,
-                   b, has_bias, bool(relu), y)
+        _conv_blocked(xflat, Ws, prepared["indptr"], off, prepared["val"], Ho, Wo, rows_per_chunk, OB,
+                      b, has_bias, bool(relu), y)
     return y
 
 
