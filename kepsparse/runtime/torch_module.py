@@ -84,7 +84,15 @@ def sparsify(module: nn.Module, min_sparsity: float = 0.5, format: str = "auto",
     if not isinstance(module, nn.Module):
         raise InputError(f"expected a torch.nn.Module, got {type(module).__name__}",
                          field="module")
-    root = module if inplace else copy.deepcopy(module)
+    if inplace:
+        root = module
+    else:  # torch.nn.utils.prune leaves a computed (non-leaf) ``weight``: copy it detached
+        memo = {}
+        for m in module.modules():
+            for attr, t in vars(m).items():
+                if isinstance(t, torch.Tensor) and not t.is_leaf:
+                    memo[id(t)] = t.detach().clone()
+        root = copy.deepcopy(module, memo)
     replaced = []
     for name, m in list(root.named_modules()):
         if type(m) is not nn.Conv2d:
