@@ -1,4 +1,4 @@
-// Sparse convolution engine: plan checks, input packing, OpenMP work split, ISA dispatch.
+// Sparse convolution engine: plan checks, input packing, work split over the pool (workpool.hpp), ISA dispatch.
 // The register-tiled inner loops live in spconv_<isa>.cpp (spconv_tile.inc).
 #include "spconv.hpp"
 
@@ -11,11 +11,8 @@
 
 #include "cpu_features.hpp"
 
-#ifdef KEPSPARSE_OPENMP
-#include <omp.h>
-#endif
-
 #include "spconv_api.hpp"
+#include "workpool.hpp"
 
 namespace kepsparse {
 
@@ -37,23 +34,6 @@ struct Scratch {
         return p;
     }
 };
-
-int num_threads_for(int threads) {
-#ifdef KEPSPARSE_OPENMP
-    return threads > 0 ? threads : omp_get_max_threads();
-#else
-    (void)threads;
-    return 1;
-#endif
-}
-
-int thread_id() {
-#ifdef KEPSPARSE_OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 }  // namespace
 
@@ -203,7 +183,7 @@ void spconv_run(const SpconvPlan& plan, const std::string& isa_name, const float
         c.cgb = (int)std::max<long>(1, ch / 8);
     }
 
-    const int nt = num_threads_for(threads);
+    const int nt = std::min(256, threads > 0 ? threads : default_threads());
     const long nblocks = plan.nblocks;
     const long base_items = N * ntiles;
     long nchunks = std::max<long>(1, (4L * nt + base_items - 1) / base_items);
@@ -211,8 +191,7 @@ void spconv_run(const SpconvPlan& plan, const std::string& isa_name, const float
     const long items = base_items * nchunks;
     const long max_chunk_blocks = (nblocks + nchunks - 1) / nchunks;
 
-    // per-thread tile buffers, kept across calls; allocated before the parallel region
-    // (nothing may throw inside it)
+    // tile buffers, one per pool slot, kept across calls by the calling thread
     static thread_local std::vector<std::unique_ptr<Scratch>> tile_bufs;
     const size_t buf_floats = (size_t)(max_chunk_blocks * plan.OB * T);
     if ((int)tile_bufs.size() < nt) tile_bufs.resize(nt);
@@ -220,82 +199,63 @@ void spconv_run(const SpconvPlan& plan, const std::string& isa_name, const float
         if (!tile_bufs[t]) tile_bufs[t].reset(new Scratch());
         tile_bufs[t]->get(buf_floats);
     }
-    // (thread_local: the caller's buffers, handed to the OpenMP threads by pointer)
     const std::unique_ptr<Scratch>* bufs = tile_bufs.data();
 
-#ifdef KEPSPARSE_OPENMP
-    // `threads` is an upper bound: with OpenMP's dynamic adjustment the runtime uses fewer
-    // threads when the load average says the cores are taken. On an oversubscribed machine a
-    // fixed team stalls at every barrier until a descheduled thread runs again (measured here:
-    // 40-70 ms instead of 0.3 ms per call). KEPSPARSE_STRICT_THREADS=1 asks for exactly `threads`.
-    const int old_dynamic = omp_get_dynamic();
-    const char* strict = std::getenv("KEPSPARSE_STRICT_THREADS");
-    omp_set_dynamic(strict && strict[0] == '1' ? 0 : 1);
-#pragma omp parallel num_threads(nt)
-#endif
-    {
-#ifdef KEPSPARSE_OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (long nc = 0; nc < N * C; ++nc) {
-            const float* src = x + nc * H * W;
-            float* dst = xr + nc * PS;
-            if (sw == 1 && sh == 1) {
-                std::memset(dst, 0, sizeof(float) * pt * Wr);
-                float* row = dst + pt * Wr;
-                for (long h = 0; h < H; ++h, row += Wr) {
-                    std::memset(row, 0, sizeof(float) * pl);
-                    std::memcpy(row + pl, src + h * W, sizeof(float) * W);
-                    std::memset(row + pl + W, 0, sizeof(float) * (Wr - pl - W));
-                }
-                std::memset(row, 0, sizeof(float) * (PS - (pt + H) * Wr));
-            } else {
-                for (long a = 0; a < sh; ++a)
-                    for (long b = 0; b < sw; ++b) {
-                        float* ph = dst + (a * sw + b) * Hra * Wr;
-                        for (long r = 0; r < Hra; ++r) {
-                            const long R = r * sh + a - pt;  // data row
-                            float* drow = ph + r * Wr;
-                            if (R < 0 || R >= H) {
-                                std::memset(drow, 0, sizeof(float) * Wr);
-                                continue;
-                            }
-                            const float* srow = src + R * W;
-                            if (sw == 1) {
-                                std::memset(drow, 0, sizeof(float) * pl);
-                                std::memcpy(drow + pl, srow, sizeof(float) * W);
-                                std::memset(drow + pl + W, 0, sizeof(float) * (Wr - pl - W));
-                            } else {
-                                for (long q = 0; q < Wr; ++q) {
-                                    const long u = q * sw + b - pl;
-                                    drow[q] = (u >= 0 && u < W) ? srow[u] : 0.0f;
-                                }
+    auto pack_plane = [&](long nc) {
+        const float* src = x + nc * H * W;
+        float* dst = xr + nc * PS;
+        if (sw == 1 && sh == 1) {
+            std::memset(dst, 0, sizeof(float) * pt * Wr);
+            float* row = dst + pt * Wr;
+            for (long h = 0; h < H; ++h, row += Wr) {
+                std::memset(row, 0, sizeof(float) * pl);
+                std::memcpy(row + pl, src + h * W, sizeof(float) * W);
+                std::memset(row + pl + W, 0, sizeof(float) * (Wr - pl - W));
+            }
+            std::memset(row, 0, sizeof(float) * (PS - (pt + H) * Wr));
+        } else {
+            for (long a = 0; a < sh; ++a)
+                for (long b = 0; b < sw; ++b) {
+                    float* ph = dst + (a * sw + b) * Hra * Wr;
+                    for (long r = 0; r < Hra; ++r) {
+                        const long R = r * sh + a - pt;  // data row
+                        float* drow = ph + r * Wr;
+                        if (R < 0 || R >= H) {
+                            std::memset(drow, 0, sizeof(float) * Wr);
+                            continue;
+                        }
+                        const float* srow = src + R * W;
+                        if (sw == 1) {
+                            std::memset(drow, 0, sizeof(float) * pl);
+                            std::memcpy(drow + pl, srow, sizeof(float) * W);
+                            std::memset(drow + pl + W, 0, sizeof(float) * (Wr - pl - W));
+                        } else {
+                            for (long q = 0; q < Wr; ++q) {
+                                const long u = q * sw + b - pl;
+                                drow[q] = (u >= 0 && u < W) ? srow[u] : 0.0f;
                             }
                         }
                     }
-                std::memset(dst + nph * Hra * Wr, 0, sizeof(float) * (PS - nph * Hra * Wr));
-            }
+                }
+            std::memset(dst + nph * Hra * Wr, 0, sizeof(float) * (PS - nph * Hra * Wr));
         }
-#ifdef KEPSPARSE_OPENMP
-#pragma omp single
-#endif
-        if (slack > 0) std::memset(xr + N * img, 0, sizeof(float) * (slack + 64));
+    };
 
-        float* buf = bufs[thread_id()]->p;
-#ifdef KEPSPARSE_OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-        for (long it = 0; it < items; ++it) {
-            const long chunk = it % nchunks;
-            const long nt_idx = it / nchunks;
-            const long n = nt_idx / ntiles, tile = nt_idx % ntiles;
-            const long b0 = nblocks * chunk / nchunks, b1 = nblocks * (chunk + 1) / nchunks;
-            isa.process(c, n, tile, b0, b1, buf);
-        }
-    }
-#ifdef KEPSPARSE_OPENMP
-    omp_set_dynamic(old_dynamic);
-#endif
+    const long planes = N * C;
+    const long pack_items = std::min<long>(planes, 4L * nt);
+    pool_run(pack_items, nt - 1, [&](long item, int) {
+        for (long nc = planes * item / pack_items; nc < planes * (item + 1) / pack_items; ++nc)
+            pack_plane(nc);
+    });
+    if (slack > 0) std::memset(xr + N * img, 0, sizeof(float) * (slack + 64));
+
+    pool_run(items, nt - 1, [&](long it, int slot) {
+        const long chunk = it % nchunks;
+        const long nt_idx = it / nchunks;
+        const long n = nt_idx / ntiles, tile = nt_idx % ntiles;
+        const long b0 = nblocks * chunk / nchunks, b1 = nblocks * (chunk + 1) / nchunks;
+        isa.process(c, n, tile, b0, b1, bufs[slot]->p);
+    });
 }
 
 }  // namespace kepsparse

@@ -9,9 +9,9 @@ into a plan (layout documented in ``csrc/spconv.hpp``):
 - each block stores the union of its channels' kept positions as entries
   (``ci*KH*KW + kh*KW + kw``, sorted by input channel) with OB weights each (0 where a channel
   lacks that position), plus per-8-channel entry pointers for cache blocking over C;
-- OB is chosen per layer by a cost model: every entry costs ``OB`` FMAs per pixel vector plus a
-  fixed overhead (input load, offset, loop), so a wider block pays only when its channels
-  really share positions.
+- OB is chosen per layer by a measured cost model (``ENTRY_COST``): entries of the union times
+  the time of one entry at that OB, so a wider block pays only when its channels share
+  enough positions (dense-ish layers, filter-shared patterns).
 
 The kernel keeps an OB x (up to 8 vectors) output tile in registers: one input vector load
 feeds OB FMAs. Groups are resolved when the plan is built (entries name absolute input
@@ -42,8 +42,13 @@ ISAS = (("avx512", ("avx512f", "avx2", "fma"), 20),
         ("avx2", ("avx2", "fma"), 10),
         ("generic", (), 0))
 OB_CHOICES = (1, 2, 4, 8)
-#: Per-entry overhead in FMA-vector units (input load, offset lookup, loop): see _choose_ob.
-ENTRY_OVERHEAD = 1.0
+#: Relative time of one entry (one input position of a block) by OB, per ISA. Measured on
+#: Zen 4 (ResNet-18 3x3 layers, 1 thread): the kernel is bound by unaligned input loads, not
+#: FMAs, so a second output channel on the same load is almost free while OB=8 (2-vector
+#: tiles) is not. The other ISAs use an FMA-bound guess.
+ENTRY_COST = {"avx512": {1: 1.0, 2: 1.07, 4: 1.5, 8: 2.9},
+              "avx2": {1: 1.0, 2: 1.3, 4: 2.0},
+              "generic": {1: 1.0, 2: 1.5, 4: 2.5}}
 
 
 def _features() -> dict:
@@ -69,7 +74,7 @@ def _choose_ob(masks: np.ndarray, order: np.ndarray, isa: str) -> tuple[int, dic
         if _core.spconv_tile_vectors(isa, ob) == 0 or (ob > 1 and O < ob):
             continue
         union = _union_entries(masks, order, ob)
-        costs[ob] = union * (ob + ENTRY_OVERHEAD)
+        costs[ob] = union * ENTRY_COST[isa][ob]
     if forced and int(forced) in costs:
         return int(forced), costs
     if nnz == 0:

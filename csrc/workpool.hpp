@@ -1,0 +1,23 @@
+// A small work-sharing thread pool in which the caller never waits for a helper that has
+// not started: the caller claims items too, and only waits for items already running.
+//
+// Why not a plain `#pragma omp parallel for`: on a shared, oversubscribed machine an OpenMP
+// team stalls at its closing barrier until every member has been scheduled (measured here:
+// 40-70 ms per call instead of 0.3 ms with 2 threads under load 8). Here a helper the OS has
+// not scheduled simply finds no work left. Helpers spin briefly after a job (back-to-back
+// layers reuse them at once), then sleep.
+#pragma once
+
+#include <functional>
+
+namespace kepsparse {
+
+// Runs fn(item, slot) for every item in [0, n) on the caller (slot 0) and up to `helpers`
+// pool threads (slots 1..helpers); returns when all items are done. fn must not throw.
+// Concurrent callers do not share the pool: a second caller runs its items itself.
+void pool_run(long n, int helpers, const std::function<void(long, int)>& fn);
+
+// Default thread count: OpenMP's (OMP_NUM_THREADS or the cores) when built with OpenMP.
+int default_threads();
+
+}  // namespace kepsparse
