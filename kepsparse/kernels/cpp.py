@@ -5,7 +5,8 @@ reference. ``prepare(fmt)`` repacks the format ONCE, through the format class's 
 into a plan (layout documented in ``csrc/spconv.hpp``):
 
 - output channels are reordered so channels with equal kept masks are adjacent (KEP: filters
-  that share their patterns), then cut into blocks of OB channels, OB in {1, 2, 4, 8};
+  that share their patterns) and, for OB > 1, grouped greedily by shared kept positions, then
+  cut into blocks of OB channels, OB in {1, 2, 4, 8};
 - each block stores the union of its channels' kept positions as entries
   (``ci*KH*KW + kh*KW + kw``, sorted by input channel) with OB weights each (0 where a channel
   lacks that position), plus per-8-channel entry pointers for cache blocking over C;
@@ -23,6 +24,7 @@ kernels report why they are unavailable.
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 
@@ -51,8 +53,13 @@ ENTRY_COST = {"avx512": {1: 1.0, 2: 1.07, 4: 1.5, 8: 2.9},
               "generic": {1: 1.0, 2: 1.5, 4: 2.5}}
 
 
+@functools.lru_cache(maxsize=None)
+def _cpu_features() -> dict:
+    return dict(_core.cpu_features()) if _core is not None else {}
+
+
 def _features() -> dict:
-    return _core.cpu_features() if _core is not None else {}
+    return _cpu_features()  # the CPU does not change: asked once (registry calls this often)
 
 
 def _isa_reason(isa: str, needs: tuple[str, ...]) -> str | None:
@@ -64,22 +71,52 @@ def _isa_reason(isa: str, needs: tuple[str, ...]) -> str | None:
     return None
 
 
-def _choose_ob(masks: np.ndarray, order: np.ndarray, isa: str) -> tuple[int, dict]:
-    """Pick OB for channels in ``order`` (masks: bool (O, Ctot*KK)); returns OB and costs."""
+def _greedy_order(masks: np.ndarray, ob: int, base: np.ndarray) -> np.ndarray:
+    """Channels in blocks of ``ob`` that share many kept positions (greedy on pair overlaps).
+
+    Starts each block with the first unplaced channel of ``base`` and adds the channel with
+    the largest overlap with the block so far. One matrix product gives all pair overlaps."""
     O = masks.shape[0]
-    nnz = int(masks.sum())
-    forced = os.environ.get("KEPSPARSE_CPP_OB")
-    costs = {}
+    if ob == 1 or O <= ob or O > 4096:
+        return base
+    m = masks.astype(np.float32)
+    overlap = m @ m.T
+    placed = np.zeros(O, dtype=bool)
+    order = []
+    for first in base:
+        if placed[first]:
+            continue
+        block = [first]
+        placed[first] = True
+        score = overlap[first].copy()
+        while len(block) < ob and not placed.all():
+            score[placed] = -1.0
+            nxt = int(np.argmax(score))
+            block.append(nxt)
+            placed[nxt] = True
+            score += overlap[nxt]
+        order.extend(block)
+    return np.asarray(order, dtype=np.int64)
+
+
+def _choose_ob(masks: np.ndarray, base: np.ndarray, isa: str):
+    """OB and channel order for a layer (masks: bool (O, Ctot*KK)): the cheapest by the
+    measured cost model ``ENTRY_COST`` (entries of the blocks' unions x time per entry)."""
+    O = masks.shape[0]
+    forced = os.environ.get("KEPSPARSE_CPP_OB")  # for measurements
+    best = None
     for ob in OB_CHOICES:
         if _core.spconv_tile_vectors(isa, ob) == 0 or (ob > 1 and O < ob):
             continue
-        union = _union_entries(masks, order, ob)
-        costs[ob] = union * ENTRY_COST[isa][ob]
-    if forced and int(forced) in costs:
-        return int(forced), costs
-    if nnz == 0:
-        return 1, costs
-    return min(costs, key=lambda ob: (costs[ob], ob)), costs
+        if forced and int(forced) != ob:
+            continue
+        order = _greedy_order(masks, ob, base)
+        cost = _union_entries(masks, order, ob) * ENTRY_COST[isa][ob]
+        if best is None or cost < best[0]:
+            best = (cost, ob, order)
+    if best is None:
+        return 1, base
+    return best[1], best[2]
 
 
 def _union_entries(masks, order, ob):
@@ -105,11 +142,14 @@ def build_plan(fmt, groups: int, isa: str, ob: int | None = None):
     CK = Ctot * KK
     masks = np.zeros((O, CK), dtype=bool)
     masks[o, key] = True
-    # channels with equal masks adjacent (lexicographic order of the masks), then by index
+    # channels with equal masks adjacent (lexicographic order of the masks), then by index;
+    # for OB > 1 regrouped greedily so a block's channels share kept positions
     _, inverse = np.unique(np.packbits(masks, axis=1), axis=0, return_inverse=True)
     order = np.argsort(inverse.reshape(-1), kind="stable")
     if ob is None:
-        ob, _ = _choose_ob(masks, order, isa)
+        ob, order = _choose_ob(masks, order, isa)
+    else:
+        order = _greedy_order(masks, ob, order)
     nb = -(-O // ob)
     out_ch = np.full(nb * ob, -1, dtype=np.int32)
     out_ch[:O] = order
