@@ -186,3 +186,27 @@ def test_boundary_conversions(rng):
     with pytest.raises(ValueError):
         cpp._core.spconv_run(plan, "sse9", np.zeros((1, 4, 8, 8), np.float32), None,
                              (1, 1), (1, 1, 1, 1), (1, 1), (8, 8), False, 0)
+
+
+def test_concurrent_callers_share_the_pool_safely(rng):
+    """Python threads calling at once (the GIL is released): every result still exact."""
+    w = make_kep_weight(rng, 48, 24, 3, 3, empty_planes=0.5)
+    fmt = ks.pack(w, "pattern")
+    xs = [rng.standard_normal((2, 24, 23, 21)).astype(np.float32) for _ in range(6)]
+    refs = [ks.conv2d(x, fmt, None, padding=1, backend="reference") for x in xs]
+    errors = []
+
+    def work(i):
+        try:
+            for _ in range(5):
+                y = ks.conv2d(xs[i], fmt, None, padding=1, backend="cpp", threads=2)
+                np.testing.assert_allclose(y, refs[i], rtol=1e-4, atol=1e-5)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    ths = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    assert not errors, errors[0]
