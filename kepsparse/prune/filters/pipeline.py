@@ -72,7 +72,7 @@ def filter_prune(model, loaders, method: str = "l1", *, flops_reduction: float |
                  residual: str = "keep", exclude=(), finetune_scheme: str = "paper",
                  finetune_options: dict | None = None, kep_sparsity=None,
                  kep_options: dict | None = None, verify: str = "masked", calib_loader=None,
-                 seed: int = 0, threads: int | None = 2, progress: bool = False,
+                 seed: int = 0, threads: int | None = None, progress: bool = False,
                  **method_options):
     """Prune output filters of a copy of ``model`` with ``method`` (one of ``CRITERIA``):
     ``(pruned_model, report)``; the input model is not modified.
