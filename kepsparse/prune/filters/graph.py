@@ -174,6 +174,19 @@ def find_groups(model, DG, residual: str = "keep", exclude=()) -> list[Group]:
     return groups
 
 
+def check_traced(model, DG, costs: dict) -> None:
+    """UnsupportedError naming the first conv that runs in forward but that the tracker did not
+    see (its output leaves autograd - ``.numpy()``, ``.detach()``, ``torch.no_grad`` in forward)."""
+    mods = dict(model.named_modules())
+    for name in costs:
+        m = mods[name]
+        if m not in DG.module2node:
+            raise UnsupportedError("the dependency tracker (torch_pruning) does not see this "
+                                   "layer: its output leaves autograd in forward (detach, numpy, "
+                                   "no_grad), so its consumers cannot be found", layer=name,
+                                   field="model")
+
+
 # ----------------------------------------------------------------------------- FLOPs estimates
 
 def layer_costs(model, example) -> dict:

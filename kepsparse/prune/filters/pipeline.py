@@ -119,6 +119,7 @@ def filter_prune(model, loaders, method: str = "l1", *, flops_reduction: float |
                          field="allocation")
     # validate the budget before any (possibly slow) criterion work
     costs = G.layer_costs(work, example)
+    G.check_traced(work, DG, costs)
     if ratio is not None:
         G.allocate(groups, costs, ratio=ratio)
     elif allocation == "uniform":
