@@ -76,6 +76,11 @@ def run(args) -> int:
 
     if args.ratio is None and not 0 < args.flops_reduction < 1:
         raise InputError(f"must be in (0, 1), got {args.flops_reduction}", field="flops_reduction")
+    rates = args.ratio if isinstance(args.ratio, dict) else {None: args.ratio}
+    for layer, r in rates.items():  # fail before any training
+        if r is not None and not 0 <= r < 1:
+            raise InputError(f"ratio {r} must be in [0, 1) (1 would remove every filter)",
+                             layer=layer, field="ratio")
     model, loaders, how = prepare(args)
     options = {n: getattr(args, f"opt_{n}") for n in args.criterion_options}
     ft = {"lr": args.lr, "optimizer": args.optimizer, "alpha": args.alpha,

@@ -34,29 +34,36 @@ def plot_report(report: dict, path) -> None:
 
 
 def plot_comparison(rows: list, path, dense: float) -> None:
-    """Grouped bars: final accuracy of each criterion under each fine-tuning scheme."""
+    """Grouped bars per budget: final accuracy of each criterion under each fine-tuning scheme,
+    and (hatched) the accuracy right after removal."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    schemes = list(dict.fromkeys(r["finetune"] for r in rows))
-    fig, ax = plt.subplots(figsize=(9, 4))
-    width = 0.8 / max(1, len(schemes))
-    for j, s in enumerate(schemes):
-        vals = [next((r["final"] for r in rows if r["method"] == m and r["finetune"] == s),
-                     np.nan) for m in methods]
-        ax.bar(np.arange(len(methods)) + j * width, vals, width, label=s)
-    ax.axhline(dense, color="gray", ls="--", label="dense")
-    ax.axhline(dense - 2, color="red", ls=":", label="dense - 2 pts")
-    ax.set_xticks(np.arange(len(methods)) + width * (len(schemes) - 1) / 2)
-    ax.set_xticklabels(methods)
-    lo = min([r["final"] for r in rows] + [dense - 2]) - 2
-    ax.set_ylim(lo, 100)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("digits CNN, filter pruning at equal FLOPs budget")
-    ax.legend(ncol=len(schemes) + 2, fontsize=8, loc="lower center")
+    budgets = list(dict.fromkeys(r.get("budget", 0.0) for r in rows))
+    fig, axes = plt.subplots(1, len(budgets), figsize=(8 * len(budgets), 4.2), squeeze=False)
+    lo = min([r["after_removal"] for r in rows] + [dense - 2]) - 2
+    for ax, budget in zip(axes[0], budgets):
+        rs = [r for r in rows if r.get("budget", 0.0) == budget]
+        methods = list(dict.fromkeys(r["method"] for r in rs))
+        schemes = list(dict.fromkeys(r["finetune"] for r in rs))
+        width = 0.8 / (len(schemes) + 1)
+        x = np.arange(len(methods))
+        removal = [next(r["after_removal"] for r in rs if r["method"] == m) for m in methods]
+        ax.bar(x, removal, width, color="#dddddd", hatch="//", label="no fine-tuning")
+        for j, s in enumerate(schemes):
+            vals = [next((r["final"] for r in rs if r["method"] == m and r["finetune"] == s),
+                         np.nan) for m in methods]
+            ax.bar(x + (j + 1) * width, vals, width, label=s)
+        ax.axhline(dense, color="gray", ls="--", label="dense")
+        ax.axhline(dense - 2, color="red", ls=":", label="dense - 2 pts")
+        ax.set_xticks(x + width * len(schemes) / 2)
+        ax.set_xticklabels(methods)
+        ax.set_ylim(lo, 100)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"digits CNN, FLOPs -{budget:.0%} (same budget, seed)")
+        ax.legend(ncol=3, fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
