@@ -222,3 +222,10 @@ def test_nan_weight_names_layer(tmp_path):
     torch.save({"layer4.conv.weight": w}, path)
     with pytest.raises(ks.ConvertError, match="layer4.conv.*NaN"):
         ks.convert(path)
+
+
+def test_safetensors_bfloat16_with_ml_dtypes_loaded(tmp_path):
+    """onnx imports ml_dtypes, which gives NumPy a bfloat16 dtype: still a float weight."""
+    pytest.importorskip("ml_dtypes")
+    import onnx  # noqa: F401  (registers ml_dtypes' bfloat16 with NumPy)
+    test_safetensors_bfloat16(tmp_path)

@@ -20,9 +20,15 @@ def _split(key: str) -> tuple[str, str]:
     return prefix, leaf
 
 
+def _is_float(dtype: np.dtype) -> bool:
+    # ml_dtypes (imported by onnx) registers bfloat16/float8 as NumPy dtypes that are not
+    # np.floating subtypes; they convert to float32 exactly.
+    return np.issubdtype(dtype, np.floating) or dtype.name.startswith(("bfloat16", "float8"))
+
+
 def _float_array(tensors, key, source) -> np.ndarray:
     a = tensors[key]
-    if not np.issubdtype(a.dtype, np.floating):
+    if not _is_float(a.dtype):
         raise ConvertError(f"tensor {key!r} has dtype {a.dtype}; conv weights must be floating "
                            "point (quantized checkpoints are not supported)", path=source,
                            field=key)
