@@ -321,8 +321,8 @@ class _Importer:
                 del keep["auto_pad"]
             if keep.get("auto_pad") and "pads" in keep:
                 del keep["pads"]
-            check_pool_attrs(Node(name, op, inputs, outputs, keep), err=UnsupportedError,
-                             path=self.source)
+            check_pool_attrs(Node(f"{name} ({op})", op, inputs, outputs, keep),
+                             err=UnsupportedError, path=self.source)
         elif op == "Slice":
             if self.opset < 10:
                 only({"starts", "ends", "axes"})

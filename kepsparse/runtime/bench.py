@@ -47,7 +47,7 @@ def _stats(ts) -> dict:
 
 def bench_model(model: str = "resnet18", sparsity: float = 0.85, size: int | None = None,
                 batches=(1, 8), threads: int = 2, repeats: int = 20, warmup: int = 3,
-                out_dir="benchmarks/results", tune: bool = True, backend: str = "auto",
+                out_dir="benchmarks/results/e2e", tune: bool = True, backend: str = "auto",
                 keep: int = 2, n_patterns: int = 8, seed: int = 0, log=print) -> dict:
     import onnxruntime as ort
     import torch

@@ -146,5 +146,5 @@ def register(sub) -> None:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--backend", default="auto")
     p.add_argument("--no-tune", action="store_true", help="skip the per-layer measurement")
-    p.add_argument("--out", default="benchmarks/results", help="folder for .json/.png/.kep")
+    p.add_argument("--out", default="benchmarks/results/e2e", help="folder for .json/.png/.kep")
     p.set_defaults(func=cmd_bench_model)
