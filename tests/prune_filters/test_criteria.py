@@ -98,3 +98,26 @@ def test_kmeans_is_deterministic_and_clamps_k():
     a, b = kmeans(x, 2, seed=3), kmeans(x, 2, seed=3)
     assert (a == b).all() and len(set(a[:2])) == 1 and a[0] != a[2]
     assert len(set(kmeans(np.ones(4), 3))) == 1
+
+
+def test_criterion_as_a_torch_pruning_importance():
+    """The adapter lets Torch-Pruning's own MetaPruner use a criterion."""
+    import warnings
+
+    import torch_pruning as tp
+
+    from kepsparse.prune.filters.pipeline import criterion_importance
+    model = planted_model()
+    loaders = synthetic_loaders()
+    x = next(iter(loaders["test"]))[0][:1]
+    DG = G.build_graph(model, x)
+    ctx = Context(model, DG, G.find_groups(model, DG), loaders["train"])
+    crit = make_criterion("l1")
+    crit.prepare(ctx)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pruner = tp.pruner.MetaPruner(model, x, importance=criterion_importance(crit, ctx),
+                                      pruning_ratio=0.125, ignored_layers=[model.fc])
+        pruner.step()
+    assert model.conv1.out_channels == 7
+    assert float(model.conv1.weight.detach().abs().sum((1, 2, 3)).min()) > 0  # the dead one went
