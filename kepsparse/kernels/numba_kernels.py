@@ -63,7 +63,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without numba
     prange = range
 
 _CHUNK = 1024       # target floats of one output channel's accumulator chunk (4 KiB)
-_MIN_TASKS = 8      # parallel tasks per image at least (row chunks x output-channel blocks)
+_MIN_TASKS = 32     # parallel tasks per image at least (row chunks x output-channel blocks)
 _VEC = 16           # chunks round up to whole AVX-512 vectors (no scalar remainder loops)
 _FLAGS = dict(cache=True, nogil=True, fastmath={"contract"})
 
@@ -291,20 +291,23 @@ def _workspace(N: int, size: int) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _num_threads(threads):
-    """Run numba parallel regions with ``threads`` threads (None: numba's default)."""
-    if threads is None:
-        yield
-        return
-    t = int(threads)
-    if t < 1:
-        raise InputError(f"threads must be >= 1, got {threads}", field="threads")
-    previous = numba.get_num_threads()
-    numba.set_num_threads(min(t, numba.config.NUMBA_NUM_THREADS))
+def _parallel(threads):
+    """Run numba parallel regions with ``threads`` threads (None: numba's default), handing
+    out prange iterations one task at a time (dynamic schedule: a thread that the OS
+    pre-empts does not hold up the others' share). Both settings are restored afterwards."""
+    if threads is not None:
+        t = int(threads)
+        if t < 1:
+            raise InputError(f"threads must be >= 1, got {threads}", field="threads")
+        previous = numba.get_num_threads()
+        numba.set_num_threads(min(t, numba.config.NUMBA_NUM_THREADS))
+    chunksize = numba.set_parallel_chunksize(1)
     try:
         yield
     finally:
-        numba.set_num_threads(previous)
+        numba.set_parallel_chunksize(chunksize)
+        if threads is not None:
+            numba.set_num_threads(previous)
 
 
 def _rows_per_chunk(Ho: int, Ws: int) -> int:
@@ -329,7 +332,7 @@ def run(prepared, x, bias, geometry, relu=False, threads=None):
     b = np.ascontiguousarray(bias, dtype=np.float32) if has_bias else prepared["zeros"]
     xflat = _workspace(N, C * CS + _VEC)
     y = np.empty((N, O, Ho, Wo), np.float32)
-    with _num_threads(threads):
+    with _parallel(threads):
         _pack_input(x, pt, pl, sh, sw, Hs, Ws, xflat)
         _conv_blocked(xflat, Ws, prepared["indptr"], off, prepared["val"], Ho, Wo, rows_per_chunk, OB,
                       b, has_bias, bool(relu), y)
