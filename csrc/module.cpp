@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_features.hpp"
@@ -45,7 +46,31 @@ std::shared_ptr<SpconvPlan> make_plan(int O, int Ctot, int KH, int KW, int OB,
     return p;
 }
 
-py::array_t<float> run(const SpconvPlan& plan, const std::string& isa, const carray<float>& x,
+std::shared_ptr<kepsparse::GroupPlan> make_group_plan(
+        int O, int Ctot, int KH, int KW, int och, const carray<int32_t>& grp_ci,
+        const carray<int32_t>& grp_k, const carray<int32_t>& grp_np,
+        const carray<int64_t>& grp_ptr, const carray<int32_t>& ch_o, const carray<float>& ch_w,
+        const carray<int64_t>& chunk_ptr) {
+    auto p = std::make_shared<kepsparse::GroupPlan>();
+    p->O = O;
+    p->Ctot = Ctot;
+    p->KH = KH;
+    p->KW = KW;
+    p->och = och;
+    p->nchunks = och > 0 ? (O + och - 1) / och : 0;
+    p->grp_ci = to_vector(grp_ci, "grp_ci");
+    p->grp_k = to_vector(grp_k, "grp_k");
+    p->grp_np = to_vector(grp_np, "grp_np");
+    p->grp_ptr = to_vector(grp_ptr, "grp_ptr");
+    p->ch_o = to_vector(ch_o, "ch_o");
+    p->ch_w = to_vector(ch_w, "ch_w");
+    p->chunk_ptr = to_vector(chunk_ptr, "chunk_ptr");
+    kepsparse::group_check_plan(*p);
+    return p;
+}
+
+template <typename Plan>
+py::array_t<float> run(const Plan& plan, const std::string& isa, const carray<float>& x,
                        std::optional<carray<float>> bias, std::pair<int, int> stride,
                        std::tuple<int, int, int, int> padding, std::pair<int, int> dilation,
                        std::pair<long, long> out_hw, bool relu, int threads) {
@@ -70,8 +95,12 @@ py::array_t<float> run(const SpconvPlan& plan, const std::string& isa, const car
     const float* xp = x.data();
     {
         py::gil_scoped_release release;
-        kepsparse::spconv_run(plan, isa, xp, N, H, W, bp, yp, Ho, Wo, sh, sw, pt, pb, pl, pr, dh,
-                              dw, relu, threads);
+        if constexpr (std::is_same_v<Plan, SpconvPlan>)
+            kepsparse::spconv_run(plan, isa, xp, N, H, W, bp, yp, Ho, Wo, sh, sw, pt, pb, pl, pr,
+                                  dh, dw, relu, threads);
+        else
+            kepsparse::spconv_run_groups(plan, isa, xp, N, H, W, bp, yp, Ho, Wo, sh, sw, pt, pb,
+                                         pl, pr, dh, dw, relu, threads);
     }
     return y;
 }
@@ -102,7 +131,19 @@ PYBIND11_MODULE(_core, m) {
         });
     m.def("spconv_tile_vectors", &kepsparse::spconv_tile_vectors, py::arg("isa"), py::arg("ob"),
           "vectors per full tile of an ISA for OB output channels (0: unsupported)");
-    m.def("spconv_run", &run, py::arg("plan"), py::arg("isa"), py::arg("x"), py::arg("bias"),
+    py::class_<kepsparse::GroupPlan, std::shared_ptr<kepsparse::GroupPlan>>(m, "GroupPlan",
+        "A pattern-format layer repacked into pattern groups (see csrc/spconv.hpp)")
+        .def(py::init(&make_group_plan), py::arg("O"), py::arg("Ctot"), py::arg("KH"),
+             py::arg("KW"), py::arg("och"), py::arg("grp_ci"), py::arg("grp_k"),
+             py::arg("grp_np"), py::arg("grp_ptr"), py::arg("ch_o"), py::arg("ch_w"),
+             py::arg("chunk_ptr"))
+        .def_property_readonly("groups", [](const kepsparse::GroupPlan& p) { return (long)p.grp_ci.size(); })
+        .def_property_readonly("entries", [](const kepsparse::GroupPlan& p) { return (long)p.ch_o.size(); });
+    m.def("spconv_run", &run<kepsparse::GroupPlan>, py::arg("plan"), py::arg("isa"), py::arg("x"),
+          py::arg("bias"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
+          py::arg("out_hw"), py::arg("relu") = false, py::arg("threads") = 0,
+          "sparse conv2d of float32 NCHW x with a pattern-group plan; releases the GIL");
+    m.def("spconv_run", &run<SpconvPlan>, py::arg("plan"), py::arg("isa"), py::arg("x"), py::arg("bias"),
           py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("out_hw"),
           py::arg("relu") = false, py::arg("threads") = 0,
           "sparse conv2d of float32 NCHW x with a plan; releases the GIL");

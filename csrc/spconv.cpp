@@ -103,13 +103,18 @@ void spconv_check_plan(const SpconvPlan& p) {
 // the left padding of the next one share a gap of g = max(pl, pr, ...) columns (Wr = W + g),
 // data at columns [pl, pl + W); reads past the row end land in the next row's left gap.
 // The last row (Hra = Hr + 1) is zeros, for such wrapped reads.
-void spconv_run(const SpconvPlan& plan, const std::string& isa_name, const float* x, long N,
-                long H, long W, const float* bias, float* y, long Ho, long Wo, int sh, int sw,
-                int pt, int pb, int pl, int pr, int dh, int dw, bool relu, int threads) {
+namespace {
+
+// One plan of either kind: bp (register blocks) or gp (pattern groups).
+void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_name,
+              const float* x, long N, long H, long W, const float* bias, float* y, long Ho,
+              long Wo, int sh, int sw, int pt, int pb, int pl, int pr, int dh, int dw, bool relu,
+              int threads) {
     const SpconvIsa& isa = *spconv_isa_by_name(isa_name);
-    const int vmax = isa.process ? isa.vmax(plan.OB) : 0;
-    if (vmax <= 0) throw std::invalid_argument("no tile for OB on this ISA");
-    const long C = plan.Ctot, KH = plan.KH, KW = plan.KW, KK = KH * KW;
+    const int vmax = !isa.process ? 0 : bp ? isa.vmax(bp->OB) : isa.grp_v;
+    if (vmax <= 0) throw std::invalid_argument("no tile for this plan on this ISA");
+    const long C = bp ? bp->Ctot : gp->Ctot, KH = bp ? bp->KH : gp->KH, KW = bp ? bp->KW : gp->KW;
+    const long KK = KH * KW;
     const long Hp = H + pt + pb, Wp = W + pl + pr;
     if (Ho != (Hp - (long)dh * (KH - 1) - 1) / sh + 1 || Wo != (Wp - (long)dw * (KW - 1) - 1) / sw + 1 ||
         Ho <= 0 || Wo <= 0)
@@ -152,14 +157,27 @@ void spconv_run(const SpconvPlan& plan, const std::string& isa_name, const float
     float* xr = xs.get((size_t)(N * img + std::max(0L, slack) + 64));
 
     SpconvCtx c;
-    c.plan = &plan;
-    c.out_ch = plan.out_ch.data();
-    c.ck = plan.ck.data();
-    c.w = plan.w.data();
-    c.cptr = plan.cptr.data();
-    c.O = plan.O;
-    c.OB = plan.OB;
-    c.ncg = plan.ncg;
+    c.plan = bp;
+    if (bp) {
+        c.out_ch = bp->out_ch.data();
+        c.ck = bp->ck.data();
+        c.w = bp->w.data();
+        c.cptr = bp->cptr.data();
+        c.O = bp->O;
+        c.OB = bp->OB;
+        c.ncg = bp->ncg;
+    } else {
+        c.g_ci = gp->grp_ci.data();
+        c.g_k = gp->grp_k.data();
+        c.g_np = gp->grp_np.data();
+        c.g_cho = gp->ch_o.data();
+        c.g_ptr = gp->grp_ptr.data();
+        c.g_chunk_ptr = gp->chunk_ptr.data();
+        c.g_chw = gp->ch_w.data();
+        c.g_och = gp->och;
+        c.O = gp->O;
+    }
+    c.KK = (int)KK;
     c.xr = xr;
     c.img_stride = img;
     c.off = off.data();
@@ -184,16 +202,16 @@ void spconv_run(const SpconvPlan& plan, const std::string& isa_name, const float
     }
 
     const int nt = std::min(256, threads > 0 ? threads : default_threads());
-    const long nblocks = plan.nblocks;
+    const long nblocks = bp ? bp->nblocks : gp->nchunks;
     const long base_items = N * ntiles;
     long nchunks = std::max<long>(1, (4L * nt + base_items - 1) / base_items);
-    nchunks = std::min(nchunks, nblocks);
+    nchunks = bp ? std::min(nchunks, nblocks) : gp->nchunks;  // group plans: fixed chunks
     const long items = base_items * nchunks;
     const long max_chunk_blocks = (nblocks + nchunks - 1) / nchunks;
 
     // tile buffers, one per pool slot, kept across calls by the calling thread
     static thread_local std::vector<std::unique_ptr<Scratch>> tile_bufs;
-    const size_t buf_floats = (size_t)(max_chunk_blocks * plan.OB * T);
+    const size_t buf_floats = (size_t)(bp ? max_chunk_blocks * bp->OB * T : gp->och * T);
     if ((int)tile_bufs.size() < nt) tile_bufs.resize(nt);
     for (int t = 0; t < nt; ++t) {
         if (!tile_bufs[t]) tile_bufs[t].reset(new Scratch());
@@ -253,9 +271,61 @@ void spconv_run(const SpconvPlan& plan, const std::string& isa_name, const float
         const long chunk = it % nchunks;
         const long nt_idx = it / nchunks;
         const long n = nt_idx / ntiles, tile = nt_idx % ntiles;
+        if (!bp) {
+            isa.process_grp(c, n, tile, chunk, bufs[slot]->p);
+            return;
+        }
         const long b0 = nblocks * chunk / nchunks, b1 = nblocks * (chunk + 1) / nchunks;
         isa.process(c, n, tile, b0, b1, bufs[slot]->p);
     });
+}
+
+}  // namespace
+
+void spconv_run(const SpconvPlan& plan, const std::string& isa, const float* x, long N, long H,
+                long W, const float* bias, float* y, long Ho, long Wo, int sh, int sw, int pt,
+                int pb, int pl, int pr, int dh, int dw, bool relu, int threads) {
+    run_impl(&plan, nullptr, isa, x, N, H, W, bias, y, Ho, Wo, sh, sw, pt, pb, pl, pr, dh, dw,
+             relu, threads);
+}
+
+void spconv_run_groups(const GroupPlan& plan, const std::string& isa, const float* x, long N,
+                       long H, long W, const float* bias, float* y, long Ho, long Wo, int sh,
+                       int sw, int pt, int pb, int pl, int pr, int dh, int dw, bool relu,
+                       int threads) {
+    run_impl(nullptr, &plan, isa, x, N, H, W, bias, y, Ho, Wo, sh, sw, pt, pb, pl, pr, dh, dw,
+             relu, threads);
+}
+
+void group_check_plan(const GroupPlan& p) {
+    auto fail = [](const std::string& m) { throw std::invalid_argument("GroupPlan: " + m); };
+    if (p.O <= 0 || p.Ctot <= 0 || p.KH <= 0 || p.KW <= 0 || p.och <= 0) fail("non-positive shape");
+    if (p.nchunks != (p.O + p.och - 1) / p.och) fail("nchunks != ceil(O/och)");
+    const long KK = (long)p.KH * p.KW;
+    if ((long)p.Ctot * KK >= (1L << 31)) fail("Ctot*KH*KW too large");
+    const long G = (long)p.grp_ci.size();
+    if ((long)p.grp_np.size() != G || (long)p.grp_k.size() != 4 * G ||
+        (long)p.grp_ptr.size() != G + 1)
+        fail("group arrays disagree in length");
+    const long E = (long)p.ch_o.size();
+    if ((long)p.ch_w.size() != 4 * E) fail("ch_w length != 4*entries");
+    if ((long)p.chunk_ptr.size() != p.nchunks + 1 || p.chunk_ptr[0] != 0 ||
+        p.chunk_ptr[p.nchunks] != G)
+        fail("chunk_ptr does not cover the groups");
+    if (p.grp_ptr[0] != 0 || p.grp_ptr[G] != E) fail("grp_ptr does not cover the entries");
+    for (long j = 0; j < p.nchunks; ++j) {
+        if (p.chunk_ptr[j + 1] < p.chunk_ptr[j]) fail("chunk_ptr decreasing");
+        const long nch = std::min<long>(p.och, p.O - j * p.och);
+        for (int64_t g = p.chunk_ptr[j]; g < p.chunk_ptr[j + 1]; ++g) {
+            if (p.grp_ci[g] < 0 || p.grp_ci[g] >= p.Ctot) fail("grp_ci out of range");
+            if (p.grp_np[g] < 1 || p.grp_np[g] > 4) fail("grp_np not in 1..4");
+            for (int q = 0; q < p.grp_np[g]; ++q)
+                if (p.grp_k[4 * g + q] < 0 || p.grp_k[4 * g + q] >= KK) fail("grp_k out of range");
+            if (p.grp_ptr[g + 1] < p.grp_ptr[g]) fail("grp_ptr decreasing");
+            for (int64_t e = p.grp_ptr[g]; e < p.grp_ptr[g + 1]; ++e)
+                if (p.ch_o[e] < 0 || p.ch_o[e] >= nch) fail("ch_o outside its chunk");
+        }
+    }
 }
 
 }  // namespace kepsparse

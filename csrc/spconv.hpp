@@ -37,6 +37,27 @@ struct SpconvPlan {
     std::vector<int64_t> cptr;
 };
 
+// The pattern-group plan (KEP structure, `pattern` format only). Output channels are cut
+// into chunks of `och`; inside a chunk, the planes of one input channel ci that use the
+// same library pattern p form a group (up to 4 of p's positions per group; a pattern with
+// more positions gives several groups). A group's input vectors (positions x pixel tile)
+// are loaded into registers once and feed every output channel of the group; the
+// accumulators of the chunk's channels live in an L1 tile buffer.
+//   grp_ci   int32 [G]        absolute input channel of each group
+//   grp_k    int32 [G*4]      kernel positions kh*KW+kw of the group (first grp_np valid)
+//   grp_np   int32 [G]        positions in the group, 1..4
+//   grp_ptr  int64 [G+1]      the group's channel entries [grp_ptr[g], grp_ptr[g+1])
+//   ch_o     int32 [E]        output channel of each entry, relative to its chunk
+//   ch_w     float [E*4]      its weights at the group's positions (0-padded to 4)
+//   chunk_ptr int64 [nchunks+1] groups of chunk j: [chunk_ptr[j], chunk_ptr[j+1])
+struct GroupPlan {
+    int O = 0, Ctot = 0, KH = 0, KW = 0, och = 1;
+    long nchunks = 0;
+    std::vector<int32_t> grp_ci, grp_k, grp_np, ch_o;
+    std::vector<int64_t> grp_ptr, chunk_ptr;
+    std::vector<float> ch_w;
+};
+
 // Everything one call needs, shared read-only by the threads.
 struct SpconvCtx {
     const SpconvPlan* plan = nullptr;
@@ -46,6 +67,12 @@ struct SpconvCtx {
     const float* w = nullptr;
     const int64_t* cptr = nullptr;
     int O = 0, OB = 1, ncg = 0;
+    // pattern-group plan's arrays (null in block mode)
+    const int32_t *g_ci = nullptr, *g_k = nullptr, *g_np = nullptr, *g_cho = nullptr;
+    const int64_t *g_ptr = nullptr, *g_chunk_ptr = nullptr;
+    const float* g_chw = nullptr;
+    long g_och = 1;
+    int KK = 1;
     const float* xr = nullptr;     // packed input
     long img_stride = 0;           // floats per image in xr (Ctot * PS)
     const int32_t* off = nullptr;  // [Ctot*KK] offset of entry key in an image of xr
@@ -68,6 +95,10 @@ struct SpconvIsa {
     // Compute output pixels [tile*T, tile*T + T) of image n for blocks [b0, b1);
     // buf: scratch of (b1-b0)*OB*T floats.
     void (*process)(const SpconvCtx& c, long n, long tile, long b0, long b1, float* buf);
+    int grp_v;  // vectors per tile of the pattern-group kernel
+    // Pattern-group plan: pixels of `tile` of image n, output-channel chunk `chunk`;
+    // buf: och*T floats.
+    void (*process_grp)(const SpconvCtx& c, long n, long tile, long chunk, float* buf);
 };
 
 const SpconvIsa& spconv_isa_avx512();

@@ -20,4 +20,11 @@ void spconv_run(const SpconvPlan& plan, const std::string& isa, const float* x, 
                 long W, const float* bias, float* y, long Ho, long Wo, int sh, int sw, int pt,
                 int pb, int pl, int pr, int dh, int dw, bool relu, int threads);
 
+// The same convolution with a pattern-group plan (see GroupPlan in spconv.hpp).
+void group_check_plan(const GroupPlan& plan);
+void spconv_run_groups(const GroupPlan& plan, const std::string& isa, const float* x, long N,
+                       long H, long W, const float* bias, float* y, long Ho, long Wo, int sh,
+                       int sw, int pt, int pb, int pl, int pr, int dh, int dw, bool relu,
+                       int threads);
+
 }  // namespace kepsparse

@@ -31,7 +31,7 @@ int vmax_avx2(int ob) { return ob == 1 ? 8 : ob == 2 ? 5 : ob == 4 ? 2 : 0; }
 #pragma GCC pop_options
 
 const SpconvIsa& spconv_isa_avx2() {
-    static const SpconvIsa isa{"avx2", 8, &vmax_avx2, &process};
+    static const SpconvIsa isa{"avx2", 8, &vmax_avx2, &process, 2, &process_grp};
     return isa;
 }
 
@@ -41,7 +41,7 @@ const SpconvIsa& spconv_isa_avx2() {
 namespace kepsparse {
 static int vmax_none(int) { return 0; }
 const SpconvIsa& spconv_isa_avx2() {
-    static const SpconvIsa isa{"avx2", 8, &vmax_none, nullptr};
+    static const SpconvIsa isa{"avx2", 8, &vmax_none, nullptr, 0, nullptr};
     return isa;
 }
 }  // namespace kepsparse

@@ -23,7 +23,7 @@ int vmax_generic(int ob) { return ob == 1 ? 4 : ob == 2 ? 2 : ob == 4 ? 1 : 0; }
 }  // namespace
 
 const SpconvIsa& spconv_isa_generic() {
-    static const SpconvIsa isa{"generic", 8, &vmax_generic, &process};
+    static const SpconvIsa isa{"generic", 8, &vmax_generic, &process, 1, &process_grp};
     return isa;
 }
 

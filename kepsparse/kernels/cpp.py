@@ -175,12 +175,66 @@ def build_plan(fmt, groups: int, isa: str, ob: int | None = None):
     return _core.SpconvPlan(O, Ctot, KH, KW, ob, out_ch, ck, w.reshape(-1), cptr)
 
 
+def build_group_plan(fmt, groups: int, och: int = 128):
+    """The pattern-group plan of a ``pattern`` format object (layout: GroupPlan, csrc/spconv.hpp).
+
+    Read from the format's own arrays: ``ids()`` (pattern of every plane), ``patterns`` (the
+    library) and ``values`` (each plane's weights at its pattern's positions, (o, c) order)."""
+    O, Cg, KH, KW = fmt.shape
+    KK = KH * KW
+    Og = O // groups
+    ids = fmt.ids()
+    lib = fmt.patterns.reshape(fmt.n_patterns, KK).astype(bool)
+    popc = lib.sum(axis=1).astype(np.int64)
+    pos = np.zeros((len(lib), KK), dtype=np.int64)  # positions of each pattern, row-major
+    for p in range(len(lib)):
+        nz = np.flatnonzero(lib[p])
+        pos[p, :len(nz)] = nz
+    counts = popc[ids].reshape(-1)
+    vstart = np.cumsum(counts) - counts  # first value of every plane
+    oo, cc = np.nonzero(ids)
+    pid = ids[oo, cc]
+    vs = vstart[oo * Cg + cc]
+    ci = (oo // Og) * Cg + cc
+    reps = (popc[pid] + 3) // 4  # position chunks (groups) per plane
+    e_plane = np.repeat(np.arange(len(oo)), reps)
+    e_pc = np.arange(len(e_plane)) - np.repeat(np.cumsum(reps) - reps, reps)
+    e_o, e_ci, e_p = oo[e_plane], ci[e_plane], pid[e_plane]
+    e_chunk = e_o // och
+    order = np.lexsort((e_o, e_pc, e_p, e_ci, e_chunk))
+    e_plane, e_pc, e_o, e_ci, e_p, e_chunk = (a[order] for a in (e_plane, e_pc, e_o, e_ci, e_p, e_chunk))
+    E = len(e_o)
+    newgrp = np.ones(E, dtype=bool)
+    if E:
+        newgrp[1:] = ((np.diff(e_chunk) != 0) | (np.diff(e_ci) != 0) | (np.diff(e_p) != 0)
+                      | (np.diff(e_pc) != 0))
+    starts = np.flatnonzero(newgrp)
+    grp_ptr = np.append(starts, E).astype(np.int64)
+    g_p, g_pc, g_ci, g_chunk = e_p[starts], e_pc[starts], e_ci[starts], e_chunk[starts]
+    g_np = np.minimum(4, popc[g_p] - 4 * g_pc)
+    cols = 4 * g_pc[:, None] + np.arange(4)[None, :]
+    grp_k = np.where(np.arange(4)[None, :] < g_np[:, None],
+                     pos[g_p[:, None], np.minimum(cols, KK - 1)], 0)
+    e_np = np.minimum(4, popc[e_p] - 4 * e_pc)
+    widx = vs[e_plane][:, None] + 4 * e_pc[:, None] + np.arange(4)[None, :]
+    valid = np.arange(4)[None, :] < e_np[:, None]
+    vals = np.asarray(fmt.values, np.float32)
+    ch_w = np.where(valid, vals[np.minimum(widx, max(len(vals) - 1, 0))] if len(vals) else 0.0, 0.0)
+    nchunks = -(-O // och)
+    chunk_ptr = np.searchsorted(g_chunk, np.arange(nchunks + 1), side="left").astype(np.int64)
+    return _core.GroupPlan(O, Cg * groups, KH, KW, och, g_ci.astype(np.int32),
+                           grp_k.astype(np.int32).reshape(-1), g_np.astype(np.int32), grp_ptr,
+                           (e_o - e_chunk * och).astype(np.int32),
+                           ch_w.astype(np.float32).reshape(-1), chunk_ptr)
+
+
 class _Prepared:
     """A format's plans, one per (groups) value, built on first use."""
 
-    def __init__(self, fmt, isa: str):
+    def __init__(self, fmt, isa: str, kind: str = "blocks"):
         self.fmt = fmt
         self.isa = isa
+        self.kind = kind
         self.plans: dict[int, object] = {}
         self._lock = threading.Lock()
 
@@ -190,13 +244,15 @@ class _Prepared:
             with self._lock:
                 p = self.plans.get(groups)
                 if p is None:
-                    p = self.plans[groups] = build_plan(self.fmt, groups, self.isa)
+                    p = self.plans[groups] = (
+                        build_plan(self.fmt, groups, self.isa) if self.kind == "blocks"
+                        else build_group_plan(self.fmt, groups))
         return p
 
 
-def _make_prepare(isa: str):
+def _make_prepare(isa: str, kind: str = "blocks"):
     def prepare(fmt):
-        return _Prepared(fmt, isa)
+        return _Prepared(fmt, isa, kind)
     return prepare
 
 
@@ -226,3 +282,21 @@ for _fmt in ("pattern", "csr", "dense"):
             available=(lambda isa=_isa, needs=_needs: _isa_reason(isa, needs)),
             priority=100 + _bonus if _fmt != "dense" else 50 + _bonus,
         ))
+
+_GROUP_TILES = {"avx512": "grp4x64", "avx2": "grp4x16", "generic": "grp4x8"}
+
+for _isa, _needs, _bonus in ISAS:
+    register(Kernel(
+        name=f"pattern_f32_{_GROUP_TILES[_isa]}_{_isa}",
+        backend="cpp",
+        formats=("pattern",),
+        prepare=_make_prepare(_isa, "groups"),
+        run=run,
+        isa=_isa,
+        constraints=("pattern format only: per input channel, the planes sharing a library "
+                     "pattern form a group; up to 4 positions x "
+                     f"{_GROUP_TILES[_isa].split('x')[1]} pixels of input held in registers "
+                     "feed every output channel of the group"),
+        available=(lambda isa=_isa, needs=_needs: _isa_reason(isa, needs)),
+        priority=110 + _bonus,
+    ))

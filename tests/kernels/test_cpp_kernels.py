@@ -72,7 +72,7 @@ def test_runs_without_extension():
         "sys.meta_path.insert(0, Block())\n"
         "from kepsparse.kernels import all_kernels, backend_status\n"
         "ks = [k for k in all_kernels(include_unavailable=True) if k.backend == 'cpp']\n"
-        "assert len(ks) == 9, ks\n"
+        "assert len(ks) == 12, [k.name for k in ks]\n"
         "assert all('kepsparse._core not built' in k.unavailable_reason() for k in ks)\n"
         "print(backend_status()['cpp'])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -99,6 +99,29 @@ def test_every_register_tile_matches_reference(isa, ob):
                 bias = rng.standard_normal(w.shape[0]).astype(np.float32)
                 ref = ks.conv2d(x, fmt, bias, groups=groups, backend="reference", **g)
                 y = _run_plan(plan, isa, x, bias, **g)
+                np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5,
+                                           err_msg=f"{label} groups={groups} {g}")
+
+
+@pytest.mark.parametrize("isa", USABLE_ISAS)
+@pytest.mark.parametrize("och", [1, 3, 128])
+def test_pattern_group_plan_matches_reference(isa, och):
+    """The pattern-group kernel over the edge cases, with output-channel chunks that do and
+    do not divide O, groups, and patterns of more than 4 positions (several groups each)."""
+    rng = np.random.default_rng(och)
+    geos = [dict(stride=1, padding=1), dict(stride=2, padding=(0, 1, 2, 1), dilation=2),
+            dict(stride=(1, 3), padding=2)]
+    for label, w in list(edge_case_weights()) + [("kep7", make_kep_weight(rng, 10, 6, 3, 3, 7))]:
+        for groups in (1, 2) if w.shape[0] % 2 == 0 else (1,):
+            fmt = ks.pack(w, "pattern")
+            plan = cpp.build_group_plan(fmt, groups, och=och)
+            plan_shape[plan] = fmt.shape
+            C = w.shape[1] * groups
+            for g in geos:
+                x = rng.standard_normal((2, C, 13, 17)).astype(np.float32)
+                bias = rng.standard_normal(w.shape[0]).astype(np.float32)
+                ref = ks.conv2d(x, fmt, bias, groups=groups, backend="reference", **g)
+                y = _run_plan(plan, isa, x, bias, relu=False, **g)
                 np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5,
                                            err_msg=f"{label} groups={groups} {g}")
 
@@ -154,6 +177,23 @@ def test_gil_is_released_during_the_call(rng):
     # holding the GIL for the whole call would freeze this loop for about `call` seconds
     assert ticks > 100
     assert max(gaps) < 0.5 * call + 0.02, (max(gaps), call)
+
+
+def test_group_plan_rejects_broken_arrays(rng):
+    fmt = ks.pack(make_kep_weight(rng, 4, 3, 3, 3), "pattern")
+    good = cpp.build_group_plan(fmt, 1, och=2)
+    assert good.entries > 0
+    core = cpp._core
+    ok = dict(O=2, Ctot=3, KH=3, KW=3, och=2, grp_ci=np.array([1], np.int32),
+              grp_k=np.array([0, 4, 8, 0], np.int32), grp_np=np.array([3], np.int32),
+              grp_ptr=np.array([0, 2], np.int64), ch_o=np.array([0, 1], np.int32),
+              ch_w=np.ones(8, np.float32), chunk_ptr=np.array([0, 1], np.int64))
+    core.GroupPlan(**ok)
+    for field, bad in [("grp_ci", np.array([3], np.int32)), ("grp_k", np.array([0, 4, 9, 0], np.int32)),
+                       ("grp_np", np.array([5], np.int32)), ("ch_o", np.array([0, 2], np.int32)),
+                       ("chunk_ptr", np.array([0, 2], np.int64)), ("ch_w", np.ones(7, np.float32))]:
+        with pytest.raises(ValueError):
+            core.GroupPlan(**{**ok, field: bad})
 
 
 def test_plan_rejects_broken_arrays():
