@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ...errors import InputError
+from ...errors import InputError, UnsupportedError
 from .. import common
 
 EPS = 1e-12
@@ -446,7 +446,11 @@ class LFRNSCriterion(Criterion):
         self.gates = {n: m.g.detach().abs().double().numpy() for n, m in mods.items()}
 
     def order(self, conv_name):
-        from scipy.cluster.hierarchy import fcluster, linkage
+        try:
+            from scipy.cluster.hierarchy import fcluster, linkage
+        except ImportError:
+            raise UnsupportedError("lfrns clusters feature maps with scipy: pip install scipy",
+                                   field="scipy") from None
         o = self.opts
         st = self.stats[conv_name]
         O = len(st["l1"])

@@ -78,7 +78,6 @@ def build_graph(model, example):
     """Torch-Pruning's DependencyGraph of ``model`` traced with ``example`` (UnsupportedError if
     the trace fails)."""
     tp = _tp()
-    torch = common._torch()
     was = model.training
     model.eval()
     try:
@@ -90,7 +89,6 @@ def build_graph(model, example):
                                f"{type(exc).__name__}: {exc}", field="model") from None
     finally:
         model.train(was)
-        del torch
 
 
 def _is_out(dep) -> bool:
