@@ -175,12 +175,13 @@ def build_plan(fmt, groups: int, isa: str, ob: int | None = None):
     return _core.SpconvPlan(O, Ctot, KH, KW, ob, out_ch, ck, w.reshape(-1), cptr)
 
 
-def build_group_plan(fmt, groups: int, och: int = 128):
+def build_group_plan(fmt, groups: int, och: int | None = None):
     """The pattern-group plan of a ``pattern`` format object (layout: GroupPlan, csrc/spconv.hpp).
 
     Read from the format's own arrays: ``ids()`` (pattern of every plane), ``patterns`` (the
     library) and ``values`` (each plane's weights at its pattern's positions, (o, c) order)."""
     O, Cg, KH, KW = fmt.shape
+    och = O if och is None else int(och)
     KK = KH * KW
     Og = O // groups
     ids = fmt.ids()
@@ -238,16 +239,30 @@ class _Prepared:
         self.plans: dict[int, object] = {}
         self._lock = threading.Lock()
 
-    def plan(self, groups: int):
-        p = self.plans.get(groups)
+    def plan(self, groups: int, och: int | None = None):
+        key = (groups, och)
+        p = self.plans.get(key)
         if p is None:
             with self._lock:
-                p = self.plans.get(groups)
+                p = self.plans.get(key)
                 if p is None:
-                    p = self.plans[groups] = (
+                    p = self.plans[key] = (
                         build_plan(self.fmt, groups, self.isa) if self.kind == "blocks"
-                        else build_group_plan(self.fmt, groups))
+                        else build_group_plan(self.fmt, groups, och=och))
         return p
+
+
+def _group_chunk(O: int, N: int, Ho: int, Wo: int, threads: int | None) -> int:
+    """Output channels per chunk of the pattern-group kernel: all of them (the largest groups;
+    measured best), split only as far as needed to give every thread work when the image has
+    few pixel tiles (e.g. 7x7 layers at batch 1)."""
+    nt = threads if threads else (_core.openmp_max_threads() or 1)
+    tiles = N * max(1, -(-Ho * (Wo + 2) // 64))
+    if tiles >= nt:
+        return O
+    parts = -(-nt // tiles)  # one chunk per thread
+    chunk = -(-O // parts)
+    return min(O, max(8, -(-chunk // 8) * 8))
 
 
 def _make_prepare(isa: str, kind: str = "blocks"):
@@ -259,7 +274,10 @@ def _make_prepare(isa: str, kind: str = "blocks"):
 def run(prepared: _Prepared, x, bias, geometry, relu=False, threads=None):
     O, Cg, KH, KW = prepared.fmt.shape
     Ho, Wo = geometry.output_size(x.shape[2], x.shape[3], KH, KW)
-    plan = prepared.plan(geometry.groups)
+    if prepared.kind == "blocks":
+        plan = prepared.plan(geometry.groups)
+    else:
+        plan = prepared.plan(geometry.groups, _group_chunk(O, x.shape[0], Ho, Wo, threads))
     return _core.spconv_run(plan, prepared.isa, x, bias, tuple(geometry.stride),
                             tuple(geometry.padding), tuple(geometry.dilation), (Ho, Wo),
                             bool(relu), 0 if threads is None else int(threads))
