@@ -125,9 +125,24 @@ def _read_container(path: Path):
     return meta, tensors
 
 
-def load(path) -> SparseModel:
-    """Read and fully validate a .kep file."""
-    path = Path(path)
+def load(path, tune: bool = False, threads: int | None = None) -> SparseModel:
+    """Read and fully validate a .kep file.
+
+    ``tune=True`` (a file with a graph): unless the file already caches a per-layer kernel
+    choice measured with ``threads``, measure one now (``kepsparse.runtime.tune``) and cache
+    it in the file (atomic rewrite; skipped silently if the file is not writable).
+    """
+    model = _load(Path(path))
+    if tune and getattr(model, "graph", None) is not None:
+        cached = model.metadata.get("kernel_choice") or {}
+        if not cached.get("layers") or cached.get("threads") != threads:
+            model.tune(threads=threads)
+            if os.access(path, os.W_OK) and os.access(Path(path).parent or ".", os.W_OK):
+                save(model, path)
+    return model
+
+
+def _load(path: Path) -> SparseModel:
     meta, tensors = _read_container(path)
     try:
         doc = json.loads(meta.get("model", ""))

@@ -260,3 +260,12 @@ def test_loading_and_running_does_not_import_torch(onnx_file, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "ok (2, 5)" in out.stdout
+
+
+def test_load_with_tune_caches_choice_in_file(onnx_file, tmp_path):
+    ks.save(ks.convert(onnx_file[0]), tmp_path / "m.kep")
+    m = ks.load(tmp_path / "m.kep", tune=True, threads=1)
+    assert set(m.metadata["kernel_choice"]["layers"]) == {"conv1", "conv2"}
+    again = ks.load(tmp_path / "m.kep")
+    assert again.metadata["kernel_choice"]["layers"] == m.metadata["kernel_choice"]["layers"]
+    assert again.describe_kernels() == m.describe_kernels()
