@@ -19,23 +19,35 @@ Algorithm (the specification in ``reference.py``, reorganised so LLVM vectorises
    a unit-stride loop LLVM vectorises whatever the stride, padding or dilation. The columns
    wo >= Wo of the wide rows are computed and thrown away (Ws - Wo of every Ws, e.g. 2/58
    at 56x56, 2/9 at 7x7).
-3. Each parallel task is one (image, output channel). The wide plane is cut into chunks of
-   whole rows (about ``_CHUNK`` floats, an L1-resident accumulator); for a chunk the
-   channel's entries are applied four at a time (one accumulator load/store per four FMAs),
-   then bias, ReLU and the crop to Wo are fused into the store to ``y``.
+   The last partial vector of a chunk is computed whole (Xs has _VEC floats of slack).
+3. The wide plane is cut into chunks of whole rows (about ``_CHUNK`` floats: one output
+   channel's accumulator, L1-resident). A parallel task is (image, row chunk, block of
+   output channels), at least ``_MIN_TASKS`` per image, handed out dynamically (prange,
+   chunksize 1). For each output channel of the task, its entries are applied eight at a
+   time (one accumulator load/store per eight FMAs, all operands zmm), then four, then one;
+   bias, ReLU and the crop to Wo are fused into the store to ``y``.
+
+"Output channels sharing kept positions" are not register-blocked here: with random KEP
+planes (a pattern per (o, c) plane) two output channels rarely share a (c, kh, kw), so one
+input vector feeding several output channels would mostly multiply zeros; instead one
+accumulator load feeds eight FMAs, and every input vector feeds one.
 
 Accumulation is float32 in the order of the prepared entries (input channel, then kernel
-row, then column) independently of the thread count, so results are identical for any
-``threads``. ``fastmath={"contract"}`` only lets LLVM fuse multiply+add into FMA (no
-reassociation, no finite-math assumptions).
+row, then column); every step is the same fused a += w * x whatever the grouping, so
+results are bitwise identical for any ``threads`` and any task split.
+``fastmath={"contract"}`` only lets LLVM fuse multiply+add into FMA (no reassociation,
+no finite-math assumptions). The packed input lives in a per-thread reusable workspace.
 
 Prepared (repacked once, by ``prepare`` through the format's ``coo()``) layout, a dict:
     indptr  int64 (O + 1,)   entries of output channel o are [indptr[o], indptr[o + 1])
     chan    int32 (nnz,)     input channel inside o's group
     tap     int32 (nnz,)     kh * KW + kw
     val     float32 (nnz,)   the weight
-Entries of one output channel are ordered by (chan, tap). Importing this module compiles
-nothing: kernels compile on first call and are cached on disk (``cache=True``).
+    row     int32 (nnz,)     output channel of each entry
+Entries of one output channel are ordered by (chan, tap). Per input shape and geometry a
+plan (sizes, tasks, and off[e] = entry's start in one image's flat Xs) is computed once
+and cached in the prepared dict. Importing this module compiles nothing: kernels compile
+on first call (~5 s) and are cached on disk (``cache=True``, ~0.4 s to load).
 """
 from __future__ import annotations
 
