@@ -1,8 +1,9 @@
 """``kepsparse prune METHOD ...``: the pruning command; each method plugs in from its own module.
 
-A method module is any module of this package whose name ends in ``_cli`` (``kep_cli``,
-later ``similarity_cli``, ``l1_cli``, ...). It defines ``register(methods)`` where ``methods``
-is the ``prune`` command's sub-parser collection; it adds one parser, calls
+Methods come from two places: any module of this package whose name ends in ``_cli``
+(``kep_cli``) defining ``register(methods)``, and the registrars listed in ``REGISTRARS``
+(``kepsparse.prune.filters.register_filter_methods`` adds similarity, lfrns, fpar, fcs, l1).
+``methods`` is the ``prune`` command's sub-parser collection; a method adds one parser, calls
 ``add_common_arguments(parser)`` for the shared options (model, checkpoint, data, output,
 report, plot, epochs, seed, ...) and sets ``func(args) -> exit code``. ``prepare(args)``
 gives the method its model (checkpoint loaded, or trained first) and loaders; ``finish(...)``
@@ -14,6 +15,9 @@ import importlib
 import pkgutil
 
 from ..errors import InputError
+
+#: (module, function) pairs that add several methods at once; a missing module is skipped.
+REGISTRARS = (("kepsparse.prune.filters", "register_filter_methods"),)
 
 #: Method modules listed first keep this order in ``kepsparse prune --help``; others follow.
 PREFERRED_ORDER = ("kep_cli", "similarity_cli", "lfrns_cli", "fpar_cli", "fcs_cli", "l1_cli")
@@ -32,6 +36,14 @@ def register(subparsers) -> None:
     methods = p.add_subparsers(dest="method", required=True, metavar="METHOD")
     for name in method_modules():
         importlib.import_module(name).register(methods)
+    for module_name, function in REGISTRARS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and module_name.startswith(exc.name):
+                continue  # that family of methods is not part of this build
+            raise
+        getattr(module, function)(methods)
 
 
 def add_common_arguments(p, default_epochs: int = 10) -> None:

@@ -62,14 +62,15 @@ def check_sparse_run(args, pruned, loaders) -> dict:
     from . import common
 
     out = {}
+    backend = getattr(args, "check_backend", "reference")
     try:
         x = next(iter(loaders["test"]))[0][:16]
-        check = common.sparse_check(pruned, x)
+        check = common.sparse_check(pruned, x, backend=backend)
         check.pop("sparse_model")
         out["sparse_check"] = check
         if args.model == "digits":
             from ..nets.digits import sparse_agreement
-            out["sparse_run"] = sparse_agreement(pruned, loaders["test"])
+            out["sparse_run"] = sparse_agreement(pruned, loaders["test"], backend=backend)
     except KepError as exc:
         out["sparse_check"] = {"skipped": str(exc)}
     return out
@@ -114,5 +115,7 @@ def register(methods) -> None:
                    help="fine-tuning, cosine-annealed (default 0.01)")
     p.add_argument("--no-check", action="store_true",
                    help="skip converting the result and running it with kepsparse's kernels")
+    p.add_argument("--check-backend", default="reference",
+                   help="kepsparse backend for that check: reference (default), numba, cpp, auto")
     add_common_arguments(p, default_epochs=10)
     p.set_defaults(func=run)

@@ -63,6 +63,15 @@ def test_prune_kep_end_to_end(tmp_path, user_module, capsys):
     model = kepsparse.convert(out, format="pattern")
     assert model["2"].weight.n_patterns - 1 <= 3
     assert "wrote" in capsys.readouterr().out
+    # the prune-style checkpoint loads back into the model (weight = weight_orig * weight_mask)
+    import importlib.util
+    from kepsparse.prune.common import load_checkpoint
+    spec = importlib.util.spec_from_file_location("user_mod", user_module)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    net = mod.factory()
+    load_checkpoint(net, out)
+    assert torch.equal(net[2].weight == 0, state["2.weight_mask"] == 0)
 
 
 def _error(capsys, argv):
@@ -121,3 +130,14 @@ def _digits_ckpt(tmp_path):
     path = tmp_path / "digits.pt"
     torch.save(DigitsCNN().state_dict(), path)
     return path
+
+
+def test_prune_command_lists_kep_and_plugged_methods():
+    from kepsparse.cli import build_parser
+    from kepsparse.prune.cli import method_modules
+    assert method_modules()[0] == "kepsparse.prune.kep_cli"
+    args = build_parser().parse_args(["prune", "kep", "--model", "digits", "--data", "digits",
+                                      "-o", "x.pt", "--scope", "filter", "--global",
+                                      "--exclude", "none"])
+    assert args.method == "kep" and args.scope == "filter" and args.global_target
+    assert args.sparsity == 0.8 and args.patterns == 8 and callable(args.func)
