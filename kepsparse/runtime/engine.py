@@ -13,6 +13,7 @@ layer's groups. Everything else runs in NumPy (``runtime/ops.py``). No torch any
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -207,7 +208,7 @@ class GraphModel(SparseModel):
         return env
 
     def __call__(self, *args, backend: str = "auto", threads: int | None = None,
-                 capture: dict | None = None, **named):
+                 capture: dict | None = None, timings: dict | None = None, **named):
         if self.graph is None:
             raise UnsupportedError("this model has no graph (converted from a checkpoint): run "
                                    "its layers one by one, model[name](x)", field="graph")
@@ -218,9 +219,14 @@ class GraphModel(SparseModel):
         try:
             for node, dead, reuse in plan:
                 xs = [env[t] if t else None for t in node.inputs]
+                if timings is not None:
+                    t0 = time.perf_counter()
                 try:
                     if node.op == "SparseConv":
                         y = self._conv(node, xs[0], backend, threads, capture)
+                    elif node.op in ("Gemm", "MatMul") and threads != 1 and _small(xs):
+                        with _blas_one_thread():
+                            y = FUNCS[node.op](node.attrs, xs, reuse)
                     else:
                         y = FUNCS[node.op](node.attrs, xs, reuse)
                 except KepError as exc:
@@ -228,6 +234,8 @@ class GraphModel(SparseModel):
                 except (ValueError, IndexError, TypeError) as exc:
                     raise InputError(f"{node.op}: {exc}", layer=node.name) from None
                 env[node.outputs[0]] = y
+                if timings is not None:
+                    timings[node.name] = timings.get(node.name, 0.0) + time.perf_counter() - t0
                 for t in dead:
                     env.pop(t, None)
         finally:
@@ -252,6 +260,20 @@ class GraphModel(SparseModel):
                 np.minimum(y, np.float32(hi), out=y)
         return y
 
+    def profile(self, *args, repeats: int = 5, backend: str = "auto", threads=None,
+                **named) -> list[dict]:
+        """Per-node time (best of ``repeats`` runs, ms), slowest first."""
+        best: dict[str, float] = {}
+        self(*args, backend=backend, threads=threads, **named)  # warm-up
+        for _ in range(repeats):
+            t: dict[str, float] = {}
+            self(*args, backend=backend, threads=threads, timings=t, **named)
+            for k, v in t.items():
+                best[k] = min(best.get(k, np.inf), v)
+        ops = {n.name: n.op for n in self.graph.nodes}
+        return sorted(({"node": k, "op": ops[k], "ms": round(v * 1e3, 4)}
+                       for k, v in best.items()), key=lambda r: -r["ms"])
+
     def summary(self) -> dict:
         s = super().summary()
         if self.graph is not None:
@@ -266,6 +288,22 @@ def _shape_str(shape) -> str:
 
 
 _CONTROLLER = []
+
+
+def _small(xs) -> bool:
+    """A matrix product too small for BLAS threads to pay off (e.g. a classifier at batch 1)."""
+    a, b = xs[0], xs[1]
+    rows = a.size // max(a.shape[-1], 1) if a.ndim else 1
+    return rows * b.size < (1 << 22)
+
+
+class _blas_one_thread:
+    def __enter__(self):
+        self.ctx = _blas_threads(1)
+
+    def __exit__(self, *exc):
+        if self.ctx is not None:
+            self.ctx.__exit__(None, None, None)
 
 
 def _blas_threads(threads):

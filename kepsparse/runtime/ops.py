@@ -220,14 +220,28 @@ def _padded(x, pads, spans, a, Ho, Wo, value):
     return xp, (eh, ew)
 
 
+def _separable(xp, a, Ho, Wo, combine, dtype=None):
+    """Reduce the pooling windows with ``combine`` (np.maximum / np.add), rows then columns:
+    kh + kw passes instead of kh * kw."""
+    kh, kw = a["kernel_shape"]
+    sh, sw = a.get("strides", [1, 1])
+    dh, dw = a.get("dilations", [1, 1])
+    tmp = None
+    for j in range(kw):
+        v = xp[:, :, :, j * dw: j * dw + sw * (Wo - 1) + 1: sw]
+        tmp = v.astype(dtype or v.dtype, copy=True) if tmp is None else combine(tmp, v, out=tmp)
+    out = None
+    for i in range(kh):
+        v = tmp[:, :, i * dh: i * dh + sh * (Ho - 1) + 1: sh, :]
+        out = v.copy() if out is None else combine(out, v, out=out)
+    return out
+
+
 def max_pool(a, xs, reuse=False):
     x = xs[0]
     (Ho, Wo), pads, spans = pool_geometry(a, x.shape[2], x.shape[3])
     xp, _ = _padded(x, pads, spans, a, Ho, Wo, _min_value(x.dtype))
-    out = None
-    for v in _windows(xp, a, Ho, Wo):
-        out = v.copy() if out is None else np.maximum(out, v, out=out)
-    return out
+    return _separable(xp, a, Ho, Wo, np.maximum)
 
 
 def average_pool(a, xs, reuse=False):
@@ -235,10 +249,8 @@ def average_pool(a, xs, reuse=False):
     H, W = x.shape[2], x.shape[3]
     (Ho, Wo), pads, spans = pool_geometry(a, H, W)
     xp, (eh, ew) = _padded(x, pads, spans, a, Ho, Wo, 0)
-    acc = np.zeros((x.shape[0], x.shape[1], Ho, Wo), np.float64 if x.dtype == np.float64
-                   else np.float32)
-    for v in _windows(xp, a, Ho, Wo):
-        acc += v
+    acc = _separable(xp, a, Ho, Wo, np.add,
+                     np.float64 if x.dtype == np.float64 else np.float32)
     # divisor: positions inside the input (count_include_pad=0) or inside input + explicit pads
     (p0, p1), (q0, q1) = pads
     ones = np.zeros((1, 1) + xp.shape[2:], np.float64)
