@@ -1,8 +1,15 @@
 // Non-sliding-window sparse convolution engine (the "cpp" backend's kernels).
 //
 // Every stored weight Wt[o, c, kh, kw] scales one shifted (strided) input plane into one
-// output plane. The engine works on a plan built once per layer (SpconvPlan, repacked in
-// kepsparse/kernels/cpp.py from the format object's coo()):
+// output plane. Two plan kinds, each built once per layer in kepsparse/kernels/cpp.py
+// through the format class:
+//   SpconvPlan (any format, from coo()): register blocks of OB output channels; one input
+//     vector load feeds OB FMAs when the block's channels share the position.
+//   GroupPlan (pattern format, from ids()/patterns/values): per input channel, the planes
+//     that use the same library pattern; the pattern's input vectors are loaded into
+//     registers once and feed every plane of the group (the KEP structure).
+//
+// SpconvPlan:
 //
 //   output channels are permuted (channels with equal kept masks adjacent) and cut into
 //   blocks of OB channels (OB in {1,2,4,8}); each block keeps the union of its channels'

@@ -32,7 +32,7 @@ int vmax_avx512(int ob) { return ob == 1 ? 8 : ob == 2 ? 8 : ob == 4 ? 5 : ob ==
 #pragma GCC pop_options
 
 const SpconvIsa& spconv_isa_avx512() {
-    static const SpconvIsa isa{"avx512", 16, &vmax_avx512, &process, 4, &process_grp};
+    static const SpconvIsa isa{"avx512", 16, &vmax_avx512, &process, 6, &process_grp};
     return isa;
 }
 

@@ -257,7 +257,7 @@ def _group_chunk(O: int, N: int, Ho: int, Wo: int, threads: int | None) -> int:
     measured best), split only as far as needed to give every thread work when the image has
     few pixel tiles (e.g. 7x7 layers at batch 1)."""
     nt = threads if threads else (_core.openmp_max_threads() or 1)
-    tiles = N * max(1, -(-Ho * (Wo + 2) // 64))
+    tiles = N * max(1, -(-Ho * (Wo + 2) // 96))
     if tiles >= nt:
         return O
     parts = -(-nt // tiles)  # one chunk per thread
@@ -301,7 +301,7 @@ for _fmt in ("pattern", "csr", "dense"):
             priority=100 + _bonus if _fmt != "dense" else 50 + _bonus,
         ))
 
-_GROUP_TILES = {"avx512": "grp4x64", "avx2": "grp4x16", "generic": "grp4x8"}
+_GROUP_TILES = {"avx512": "grp4x96", "avx2": "grp4x16", "generic": "grp4x8"}
 
 for _isa, _needs, _bonus in ISAS:
     register(Kernel(
