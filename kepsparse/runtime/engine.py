@@ -89,7 +89,7 @@ def default_choice(layer: SparseConv, backend: str) -> dict:
 
 # ------------------------------------------------------------------ the model
 
-@dataclass
+@dataclass(eq=False)
 class GraphModel(SparseModel):
     graph: Graph | None = None
 
