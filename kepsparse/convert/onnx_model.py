@@ -78,6 +78,11 @@ def conv_geometry(node, weight_shape, name: str) -> ConvGeometry:
 
 # ----------------------------------------------------------------------------- graph import
 
+# never evaluated at convert time: random ops must stay random, Conv stays a layer
+_NO_FOLD = {"Conv", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+            "Multinomial", "Bernoulli"}
+_FOLD_MAX_ELEMENTS = 1 << 26
+
 _CONV_ATTRS = {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"}
 # attributes the runtime accepts and ignores (they change nothing at inference)
 _IGNORED = {"BatchNormalization": {"momentum"}, "MaxPool": set()}
@@ -249,7 +254,7 @@ class _Importer:
                 raise refuse(f"constant of dtype {arr.dtype} is not supported", field="dtype")
             self.constants[outputs[0]] = arr
             return
-        if op != "Conv" and inputs and all(t in self.constants for t in inputs if t):
+        if op not in _NO_FOLD and inputs and all(t in self.constants for t in inputs if t):
             folded = self.fold(node, inputs, outputs)
             if folded is not None:
                 for o, v in zip(outputs, folded):
@@ -361,7 +366,7 @@ class _Importer:
         except Exception:  # noqa: BLE001 - not foldable here: handle the node normally
             return None
         values = [np.asarray(v) for v in values]
-        if any(str(v.dtype) not in DTYPES for v in values):
+        if any(str(v.dtype) not in DTYPES or v.size > _FOLD_MAX_ELEMENTS for v in values):
             return None
         return values
 

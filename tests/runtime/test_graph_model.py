@@ -269,3 +269,17 @@ def test_load_with_tune_caches_choice_in_file(onnx_file, tmp_path):
     again = ks.load(tmp_path / "m.kep")
     assert again.metadata["kernel_choice"]["layers"] == m.metadata["kernel_choice"]["layers"]
     assert again.describe_kernels() == m.describe_kernels()
+
+
+def test_constant_subgraphs_fold_but_random_ops_are_refused():
+    shape = numpy_helper.from_array(np.array([1, 8], np.int64), "s")
+    nodes = [helper.make_node("ConstantOfShape", ["s"], ["c"], name="cos",
+                              value=numpy_helper.from_array(np.array([2.0], np.float32))),
+             helper.make_node("Mul", ["x", "c"], ["y"], name="mul")]
+    m = ks.convert(_graph(nodes, [_vi("x", [1, 8])], [_vi("y", None)], [shape]))
+    assert m.graph.op_counts() == {"Mul": 1}
+    np.testing.assert_array_equal(m(np.ones((1, 8), np.float32)), np.full((1, 8), 2, np.float32))
+    nodes = [helper.make_node("RandomUniformLike", ["s"], ["r"], name="rnd", dtype=1),
+             helper.make_node("Add", ["x", "r"], ["y"], name="add")]
+    with pytest.raises(ks.UnsupportedError, match=r"rnd \(RandomUniformLike\)"):
+        ks.convert(_graph(nodes, [_vi("x", [1, 2])], [_vi("y", None)], [shape]))
