@@ -109,12 +109,15 @@ def _choose_ob(masks: np.ndarray, base: np.ndarray, isa: str):
     """OB and channel order for a layer (masks: bool (O, Ctot*KK)): the cheapest by the
     measured cost model ``ENTRY_COST`` (entries of the blocks' unions x time per entry)."""
     O = masks.shape[0]
-    forced = os.environ.get("KEPSPARSE_CPP_OB")  # for measurements
+    try:  # KEPSPARSE_CPP_OB=1|2|4|8 forces the block width (for measurements)
+        forced = int(os.environ.get("KEPSPARSE_CPP_OB", "0"))
+    except ValueError:
+        forced = 0
     best = None
     for ob in OB_CHOICES:
         if _core.spconv_tile_vectors(isa, ob) == 0 or (ob > 1 and O < ob):
             continue
-        if forced and int(forced) != ob:
+        if forced in OB_CHOICES and forced != ob:
             continue
         order = _greedy_order(masks, ob, base)
         cost = _union_entries(masks, order, ob) * ENTRY_COST[isa][ob]
