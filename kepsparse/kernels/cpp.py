@@ -18,6 +18,14 @@ The kernel keeps an OB x (up to 8 vectors) output tile in registers: one input v
 feeds OB FMAs. Groups are resolved when the plan is built (entries name absolute input
 channels), so plans are cached per ``groups`` value.
 
+The ``pattern`` format also has the pattern-group kernels (``pattern_f32_grp4x*``, preferred by
+``auto``): ``build_group_plan`` reads the format's ``ids()``, ``patterns`` and ``values`` and,
+per input channel, gathers the planes that use the same library pattern. The pattern's (up
+to 4) shifted input vectors x the pixel tile are loaded into registers once and feed every
+plane of the group; accumulators of all output channels live in an L1/L2 tile buffer. This is
+the structure KEP gives even when output channels do not share positions with each other
+(independent per-plane pattern choice), where register blocks of output channels cannot help.
+
 Threads: ``threads`` workers (None: OpenMP's default count) share the work items (image x
 pixel tile x output-channel chunk) through a small pool in ``csrc/workpool.cpp`` in which the
 caller never waits for a helper the OS has not scheduled; an OpenMP team's closing barrier
@@ -239,7 +247,7 @@ class _Prepared:
         self.fmt = fmt
         self.isa = isa
         self.kind = kind
-        self.plans: dict[int, object] = {}
+        self.plans: dict[tuple, object] = {}
         self._lock = threading.Lock()
 
     def plan(self, groups: int, och: int | None = None):
