@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cpu_features.hpp"
+#include "finite_scan.hpp"
 #include "spconv_api.hpp"
 
 namespace py = pybind11;
@@ -117,6 +118,12 @@ PYBIND11_MODULE(_core, m) {
         d["avx512f"] = f.avx512f;
         return d;
     }, "ISA extensions this CPU supports (detected at run time)");
+    m.def("all_finite", [](py::array_t<float, py::array::c_style> x) {
+        const float* data = x.data();
+        const std::size_t n = static_cast<std::size_t>(x.size());
+        py::gil_scoped_release release;
+        return kepsparse::all_finite_f32(data, n);
+    }, py::arg("x"), "True when the C-contiguous float32 array holds no NaN/Inf");
     m.def("openmp_max_threads", &kepsparse::openmp_max_threads,
           "OpenMP's default thread count (1 when built without OpenMP)");
 

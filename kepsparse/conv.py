@@ -54,8 +54,16 @@ def prepared_for(fmt: SparseFormat, kernel: registry.Kernel):
     return cache[kernel.name]
 
 
+try:  # the C++ scan (SIMD, no temporary, GIL released) when the extension is built
+    from ._core import all_finite as _core_all_finite
+except ImportError:
+    _core_all_finite = None
+
+
 def all_finite(x: np.ndarray) -> bool:
-    """True when x holds no NaN/Inf (one pass over x)."""
+    """True when the float32 C-contiguous ``x`` holds no NaN/Inf (one pass over x)."""
+    if _core_all_finite is not None:
+        return bool(_core_all_finite(x))
     return bool(np.isfinite(x).all())
 
 

@@ -55,7 +55,7 @@ def test_wheel_builds_without_a_compiler(tmp_path):
     wheel = next(tmp_path.glob("kepsparse-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "kepsparse/__init__.py" in names
-    assert not [n for n in names if "_core" in n]
+    assert not [n for n in names if "_core" in n and n.endswith((".so", ".pyd"))]  # no extension
     assert any(n.startswith("kepsparse/_hls/") for n in names)
 
 

@@ -38,9 +38,12 @@ class Kernel:
 
 
 _KERNELS: dict[str, Kernel] = {}
+# select()'s answers: availability is fixed for a process, and select() sits on every call
+_SELECTED: dict[tuple[str, str, int], Kernel] = {}
 
 
 def register(kernel: Kernel) -> Kernel:
+    _SELECTED.clear()
     if kernel.name in _KERNELS:
         raise ValueError(f"kernel {kernel.name!r} registered twice")
     if kernel.backend not in BACKENDS:
@@ -76,6 +79,13 @@ def get(name: str) -> Kernel:
 
 def select(format_name: str, backend: str = "auto", groups: int = 1) -> Kernel:
     """The kernel to run ``format_name`` on ``backend`` (a backend name, a kernel name, or auto)."""
+    key = (format_name, backend, groups)
+    if key not in _SELECTED:
+        _SELECTED[key] = _select(format_name, backend, groups)
+    return _SELECTED[key]
+
+
+def _select(format_name: str, backend: str, groups: int) -> Kernel:
     _load_backends()
     if backend in _KERNELS:
         k = _KERNELS[backend]

@@ -1,0 +1,39 @@
+"""Type stub of the private C++ extension (csrc/module.cpp). Layouts: csrc/spconv.hpp."""
+from typing import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+def cpu_features() -> dict[str, bool]: ...
+def all_finite(x: npt.NDArray[np.float32]) -> bool: ...
+def openmp_max_threads() -> int: ...
+def spconv_tile_vectors(isa: str, ob: int) -> int: ...
+
+class SpconvPlan:
+    """Register-block plan: output-channel blocks of OB with the union of their positions."""
+    def __init__(self, O: int, Ctot: int, KH: int, KW: int, OB: int,
+                 out_ch: npt.NDArray[np.int32], ck: npt.NDArray[np.int32],
+                 w: npt.NDArray[np.float32], cptr: npt.NDArray[np.int64]) -> None: ...
+    @property
+    def OB(self) -> int: ...
+    @property
+    def entries(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+
+class GroupPlan:
+    """Pattern-group plan: per input channel, the planes sharing one library pattern."""
+    def __init__(self, O: int, Ctot: int, KH: int, KW: int, och: int,
+                 grp_ci: npt.NDArray[np.int32], grp_k: npt.NDArray[np.int32],
+                 grp_np: npt.NDArray[np.int32], grp_ptr: npt.NDArray[np.int64],
+                 ch_o: npt.NDArray[np.int32], ch_w: npt.NDArray[np.float32],
+                 chunk_ptr: npt.NDArray[np.int64]) -> None: ...
+    @property
+    def groups(self) -> int: ...
+    @property
+    def entries(self) -> int: ...
+
+def spconv_run(plan: SpconvPlan | GroupPlan, isa: str, x: npt.NDArray[np.float32],
+               bias: npt.NDArray[np.float32] | None, stride: Sequence[int],
+               padding: Sequence[int], dilation: Sequence[int], out_hw: Sequence[int],
+               relu: bool = False, threads: int = 0) -> npt.NDArray[np.float32]: ...
