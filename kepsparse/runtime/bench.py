@@ -213,23 +213,23 @@ def table(doc) -> None:
 
 
 def plot(doc, path) -> None:
+    """One panel per batch size: median latency per engine, whisker to p90, ratio vs ORT."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     engines = ("kepsparse", "onnxruntime", "torch")
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    colors = ("tab:blue", "tab:orange", "tab:green")
     n = len(doc["results"])
-    w = 0.25
-    for i, eng in enumerate(engines):
-        med = [r[eng]["median_ms"] for r in doc["results"]]
-        p90 = [r[eng]["p90_ms"] - r[eng]["median_ms"] for r in doc["results"]]
-        ax.bar(np.arange(n) + (i - 1) * w, med, w, yerr=[np.zeros(n), p90], label=eng,
-               capsize=3)
-    ax.set_xticks(np.arange(n), [f"batch {r['batch']}" for r in doc["results"]])
-    ax.set_ylabel("latency, ms (median, bar to p90)")
-    ax.set_title(f"{doc['model']} {doc['input_shape'][1]}px, {doc['sparsity_target']:.0%} KEP, "
-                 f"{doc['threads']} threads")
-    ax.legend()
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 0.5, 3.4), squeeze=False)
+    for ax, r in zip(axes[0], doc["results"]):
+        med = [r[e]["median_ms"] for e in engines]
+        p90 = [r[e]["p90_ms"] - r[e]["median_ms"] for e in engines]
+        ax.bar(range(3), med, yerr=[[0] * 3, p90], color=colors, capsize=3)
+        ax.set_xticks(range(3), engines, fontsize=8)
+        ax.set_title(f"batch {r['batch']}: {r['speedup_vs_ort']}x vs ORT", fontsize=9)
+        ax.set_ylabel("ms (median, whisker p90)", fontsize=8)
+    fig.suptitle(f"{doc['model']} {doc['input_shape'][1]}px, {doc['sparsity_target']:.0%} KEP, "
+                 f"{doc['threads']} thread(s)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
