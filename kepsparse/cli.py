@@ -61,7 +61,8 @@ def _cmd_inspect(args) -> int:
 
 def _cmd_demo(args) -> int:
     from .demo import run_demo
-    return run_demo(workdir=args.workdir, sparsity=args.sparsity, seed=args.seed)
+    return run_demo(workdir=args.workdir, sparsity=args.sparsity, seed=args.seed,
+                    fpga=not args.skip_fpga)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,10 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=_cmd_inspect)
 
-    p = sub.add_parser("demo", help="the end-to-end demo: prune, convert, save, load, run, compare")
+    p = sub.add_parser("demo", help="the end-to-end demo: train, KEP-prune, convert, run sparse, "
+                                           "export one layer to HLS/RTL")
     p.add_argument("--workdir", default=None, help="keep the demo's files here (default: a temp dir)")
     p.add_argument("--sparsity", type=float, default=0.8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-fpga", action="store_true", help="leave out the HLS/RTL simulation step")
     p.set_defaults(func=_cmd_demo)
 
     for name in PLUGIN_MODULES:
