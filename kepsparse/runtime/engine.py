@@ -36,7 +36,9 @@ class ConvImpl:
     weight, or the BLAS dense path. ``choice`` is the JSON-able description."""
 
     def __init__(self, layer: SparseConv, choice: dict, threads=None):
-        self.layer, self.choice, self.threads = layer, dict(choice), threads
+        self.layer, self.choice = layer, dict(choice)
+        # a tuned choice may pin its own thread count (e.g. 1 for a layer too small to split)
+        self.threads = choice.get("threads", threads)
         self.geometry = layer.geometry
         if self.geometry is None:
             raise UnsupportedError("layer has no recorded geometry", layer=layer.name,
@@ -62,7 +64,8 @@ class ConvImpl:
     def label(self) -> str:
         if self.kernel is None:
             return DENSE_IMPL
-        return f"{self.kernel.name}[{self.choice.get('weight', 'sparse')}]"
+        t = f"@{self.choice['threads']}t" if "threads" in self.choice else ""
+        return f"{self.kernel.name}[{self.choice.get('weight', 'sparse')}]{t}"
 
     def __call__(self, x, relu=False):
         check_operands(x, self.fmt, self.bias, self.geometry, layer=self.layer.name)

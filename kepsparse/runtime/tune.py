@@ -78,17 +78,18 @@ def tune(model, input_shape=None, batch: int = 1, threads: int | None = None,
                 row[_label(choice)] = "wrong result: discarded"
                 continue
             impls.append((choice, impl))
-        best_t = {_label(c): np.inf for c, _ in impls}
-        t_end = time.perf_counter() + budget_s
-        for r in range(max(repeats, 1)):
-            for choice, impl in impls:
-                t0 = time.perf_counter()
-                impl(x)
-                dt = time.perf_counter() - t0
-                lab = _label(choice)
-                best_t[lab] = min(best_t[lab], dt)
-            if r >= 1 and time.perf_counter() > t_end:
-                break
+        best_t = _race(impls, x, repeats, budget_s)
+        if threads is None or threads > 1:
+            # the two fastest kernels again on one thread: small layers often prefer it
+            top = sorted((c for c, _ in impls if c["impl"] != DENSE_IMPL),
+                         key=lambda c: best_t[_label(c)])[:2]
+            singles = [({**c, "threads": 1}, ConvImpl(layer, {**c, "threads": 1}, threads))
+                       for c in top]
+            if singles:
+                rivals = [(c, i) for c, i in impls if c in top]
+                for k, v in _race(singles + rivals, x, repeats, budget_s / 2).items():
+                    best_t[k] = min(best_t.get(k, np.inf), v)
+                impls += singles
         row.update({k: round(v * 1e3, 4) for k, v in best_t.items()})
         best, t_best = min(((c, best_t[_label(c)]) for c, _ in impls), key=lambda ct: ct[1])
         default = default_choice(layer, "auto")
@@ -107,7 +108,23 @@ def tune(model, input_shape=None, batch: int = 1, threads: int | None = None,
     return record
 
 
+def _race(impls, x, repeats, budget_s) -> dict:
+    """Round-robin timing (one call of each per round); each keeps its fastest call."""
+    best_t = {_label(c): np.inf for c, _ in impls}
+    t_end = time.perf_counter() + budget_s
+    for r in range(max(repeats, 1)):
+        for choice, impl in impls:
+            t0 = time.perf_counter()
+            impl(x)
+            dt = time.perf_counter() - t0
+            best_t[_label(choice)] = min(best_t[_label(choice)], dt)
+        if r >= 1 and time.perf_counter() > t_end:
+            break
+    return best_t
+
+
 def _label(choice: dict) -> str:
     if choice["impl"] == DENSE_IMPL:
         return DENSE_IMPL
-    return f"{choice['kernel']}[{choice['weight']}]"
+    t = f"@{choice['threads']}t" if "threads" in choice else ""
+    return f"{choice['kernel']}[{choice['weight']}]{t}"
