@@ -22,3 +22,13 @@ __all__ = ["__version__", "conv2d", "convert", "save", "load", "pack", "backend_
            "ConvGeometry", "SparseConv", "SparseModel",
            "KepError", "FormatError", "KepFileError", "ConvertError", "UnsupportedError",
            "InputError", "BackendUnavailableError"]
+
+
+def __getattr__(name):
+    # torch-dependent and heavier parts load on first use: `import kepsparse` stays torch-free
+    import importlib
+    if name == "torch":
+        return importlib.import_module(".torch", __name__)
+    if name == "GraphModel":
+        return importlib.import_module(".runtime.engine", __name__).GraphModel
+    raise AttributeError(f"module 'kepsparse' has no attribute {name!r}")

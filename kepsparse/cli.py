@@ -27,10 +27,12 @@ def _cmd_convert(args) -> int:
     model = convert(args.input, format=args.format, min_sparsity=args.min_sparsity,
                     max_patterns=args.max_patterns)
     save(model, args.output)  # atomic: a failure above or here leaves no partial output
-    t = model.summary()["totals"]
-    print(f"wrote {args.output}: {t['layers']} conv layers, {t['nnz']:,} of {t['weights']:,} "
-          f"weights kept ({t['sparsity']:.1%} sparse), {t['value_bytes'] + t['index_bytes']:,} "
-          f"bytes vs {t['dense_bytes']:,} dense")
+    summary = model.summary()
+    t = summary["totals"]
+    graph = f" and a graph of {summary['graph']['nodes']} nodes" if "graph" in summary else ""
+    print(f"wrote {args.output}: {t['layers']} conv layers{graph}, {t['nnz']:,} of "
+          f"{t['weights']:,} weights kept ({t['sparsity']:.1%} sparse), "
+          f"{t['value_bytes'] + t['index_bytes']:,} bytes vs {t['dense_bytes']:,} dense")
     return 0
 
 
