@@ -89,6 +89,7 @@ class SparseFormat(ABC):
     name: str = ""
 
     shape: tuple[int, int, int, int]
+    values: np.ndarray  # float32: the stored weights, in the format's own order
 
     @classmethod
     @abstractmethod
@@ -112,10 +113,6 @@ class SparseFormat(ABC):
 
     @property
     @abstractmethod
-    def value_bytes(self) -> int: ...
-
-    @property
-    @abstractmethod
     def index_bytes(self) -> int: ...
 
     def to_dense(self) -> np.ndarray:
@@ -126,8 +123,12 @@ class SparseFormat(ABC):
 
     @property
     def nnz(self) -> int:
-        """Stored entries (kept positions), the work a sparse kernel does per output pixel."""
-        return int(self.kept_mask().sum())
+        """Stored entries (kept positions): one float32 value each."""
+        return int(self.values.size)
+
+    @property
+    def value_bytes(self) -> int:
+        return int(self.values.nbytes)
 
     @property
     def size(self) -> int:

@@ -109,13 +109,5 @@ class CSRFormat(SparseFormat):
         return self.row_of_entry(), c, kh, kw, self.values
 
     @property
-    def nnz(self):
-        return int(self.values.shape[0])
-
-    @property
-    def value_bytes(self):
-        return int(self.values.nbytes)
-
-    @property
     def index_bytes(self):
         return int(self.indptr.nbytes + self.indices.nbytes)

@@ -60,9 +60,5 @@ class DenseFormat(SparseFormat):
         return int(np.count_nonzero(self.values))
 
     @property
-    def value_bytes(self):
-        return int(self.values.nbytes)
-
-    @property
     def index_bytes(self):
         return 0

@@ -160,13 +160,5 @@ class PatternFormat(SparseFormat):
         return np.bincount(self.ids().reshape(-1), minlength=self.n_patterns)
 
     @property
-    def nnz(self):
-        return int(self.values.shape[0])
-
-    @property
-    def value_bytes(self):
-        return int(self.values.nbytes)
-
-    @property
     def index_bytes(self):
         return int(self.patterns.nbytes + self.plane_ids.nbytes)
