@@ -411,8 +411,10 @@ def plot(doc, path) -> None:
                 if pts:
                     main = name.startswith("best") or name == "auto"
                     style = "--" if name in SHORT else ("-" if main else ":")
+                    strong = {"best cpp": "tab:red", "best numba": "tab:blue", "auto": "tab:green"}
+                    color = strong.get(name, colors[k % len(colors)])
                     ax.plot(*zip(*pts), style, marker="o", ms=3 if main else 2,
-                            lw=2.0 if main else 1.0, color=colors[k % len(colors)], label=name)
+                            lw=2.2 if main else 1.0, color=color, label=name)
             if base is not None:
                 ax.axhline(1.0, color="k", lw=0.8, label=base)
                 ax.set_yscale("log")
