@@ -1,11 +1,9 @@
 """Helpers shared by the end-to-end benchmark and the tests: KEP pattern masks by magnitude,
 pruning a torch network in place, and exporting it to ONNX offline.
 
-``kep_mask(w, sparsity)`` builds a KEP mask the way ``kepsparse.testing.make_kep_weight``
-shapes weights: every kept kernel plane keeps ``keep`` positions chosen from a library of
-``n_patterns`` patterns (the most frequent top-``keep`` magnitude position sets of the layer),
-each plane takes the library pattern that keeps the most magnitude, and the planes with the
-least kept magnitude are emptied until the layer reaches ``sparsity``.
+``kep_mask(w, sparsity)`` is KEP's prior-knowledge mask selection
+(``kepsparse.prune.masks.select_mask``, plane scope) with the benchmark's shape: ``keep``
+positions per kept plane (raised when the rate needs more) from a library of ``n_patterns``.
 """
 from __future__ import annotations
 
@@ -13,33 +11,11 @@ import numpy as np
 
 
 def kep_mask(w: np.ndarray, sparsity: float, keep: int = 2, n_patterns: int = 8) -> np.ndarray:
-    O, C, KH, KW = w.shape
-    k = KH * KW
-    a = np.abs(w.reshape(O * C, k)).astype(np.float64)
-    if k == 1:  # a 1x1 kernel: element pruning is plane pruning
-        thr = np.quantile(a[:, 0], sparsity) if sparsity > 0 else -1
-        return (a[:, 0] > thr).reshape(O, C, 1, 1) if sparsity > 0 else np.ones(w.shape, bool)
-    keep = min(keep, k)
-    if (1 - sparsity) * k > keep:  # need more than `keep` per plane to reach the target
-        keep = int(np.ceil((1 - sparsity) * k))
-    top = np.argsort(-a, axis=1)[:, :keep]
-    codes = np.zeros(len(a), np.int64)
-    for j in range(keep):
-        codes |= np.int64(1) << top[:, j]
-    uniq, counts = np.unique(codes, return_counts=True)
-    library = uniq[np.argsort(-counts)][:n_patterns]
-    lib_masks = ((library[:, None] >> np.arange(k)) & 1).astype(bool)  # (P, k)
-    scores = a @ lib_masks.T.astype(np.float64)  # kept magnitude per (plane, pattern)
-    choice = np.argmax(scores, axis=1)
-    mask = lib_masks[choice]
-    kept_norm = scores[np.arange(len(a)), choice]
-    planes_to_keep = int(round((1 - sparsity) * k * len(a) / keep))
-    planes_to_keep = min(max(planes_to_keep, 0), len(a))
-    order = np.argsort(-kept_norm, kind="stable")
-    alive = np.zeros(len(a), bool)
-    alive[order[:planes_to_keep]] = True
-    mask &= alive[:, None]
-    return mask.reshape(O, C, KH, KW)
+    from ..prune.masks import select_mask
+    area = w.shape[2] * w.shape[3]
+    keep = max(min(keep, area), int(np.ceil((1 - sparsity) * area)))
+    return select_mask(w, sparsity, scope="plane", n_patterns=n_patterns,
+                       keep_per_pattern=keep).mask
 
 
 def kep_prune_(module, sparsity: float, keep: int = 2, n_patterns: int = 8,
