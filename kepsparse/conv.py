@@ -67,21 +67,39 @@ def all_finite(x: np.ndarray) -> bool:
     return bool(np.isfinite(x).all())
 
 
-def run_conv(fmt: SparseFormat, x: np.ndarray, bias, geometry: ConvGeometry, backend: str,
-             relu: bool, threads) -> np.ndarray:
-    """Select the kernel and run it on validated operands.
+def check_threads(threads) -> int | None:
+    """``threads``: None (the backend's default) or an int >= 1; InputError otherwise."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise InputError(f"must be None or an integer >= 1, got {threads!r}", field="threads")
+    return int(threads)
+
+
+def run_prepared(kernel: registry.Kernel, prepared, fmt: SparseFormat, x: np.ndarray, bias,
+                 geometry: ConvGeometry, relu: bool, threads) -> np.ndarray:
+    """Run an already selected and prepared kernel on validated operands.
 
     A sparse kernel skips pruned positions, so a NaN/Inf input under a zero weight would
     vanish; dense convolution propagates it (0 * inf = nan). Inputs that are not all finite
     therefore run with dense semantics (the reference on the dense weight), as torch would.
+    Every path that runs a kernel (conv2d, SparseConv, the graph runtime, the torch drop-in)
+    comes through here.
     """
     if not all_finite(x):
         from .formats import DenseFormat
-        dense = DenseFormat(fmt.to_dense())
-        kernel = registry.get("any_f32_ref")
-        return kernel.run(kernel.prepare(dense), x, bias, geometry, relu, threads)
+        reference = registry.get("any_f32_ref")
+        return reference.run(reference.prepare(DenseFormat(fmt.to_dense())), x, bias, geometry,
+                             relu, threads)
+    return kernel.run(prepared, x, bias, geometry, relu, threads)
+
+
+def run_conv(fmt: SparseFormat, x: np.ndarray, bias, geometry: ConvGeometry, backend: str,
+             relu: bool, threads) -> np.ndarray:
+    """Select the kernel for ``fmt`` on ``backend`` and run it on validated operands."""
     kernel = registry.select(fmt.name, backend, geometry.groups)
-    return kernel.run(prepared_for(fmt, kernel), x, bias, geometry, relu, threads)
+    return run_prepared(kernel, prepared_for(fmt, kernel), fmt, x, bias, geometry, relu,
+                        check_threads(threads))
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
