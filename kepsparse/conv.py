@@ -25,6 +25,10 @@ def as_input(x, name: str = "x") -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+#: Largest padded input or output a call may allocate (float32 elements: 8 GiB).
+MAX_TENSOR_ELEMENTS = 2**31
+
+
 def check_operands(x: np.ndarray, fmt: SparseFormat, bias, geometry: ConvGeometry,
                    layer: str | None = None):
     """Shapes must agree; returns bias as float32 (O,) or None."""
@@ -36,7 +40,14 @@ def check_operands(x: np.ndarray, fmt: SparseFormat, bias, geometry: ConvGeometr
     if x.shape[1] != Cg * g:
         raise InputError(f"input has {x.shape[1]} channels, the weight expects {Cg * g} "
                          f"({Cg} per group x {g} groups)", layer=layer, field="x")
-    geometry.output_size(x.shape[2], x.shape[3], KH, KW)  # raises if the input is too small
+    Ho, Wo = geometry.output_size(x.shape[2], x.shape[3], KH, KW)  # raises if too small
+    pt, pb, pl, pr = geometry.padding
+    padded = x.shape[0] * x.shape[1] * (x.shape[2] + pt + pb) * (x.shape[3] + pl + pr)
+    out = x.shape[0] * O * Ho * Wo
+    if max(padded, out) > MAX_TENSOR_ELEMENTS:  # before any kernel allocates
+        raise InputError(f"the padded input ({padded:,} floats) or the output ({out:,} floats) "
+                         f"exceeds {MAX_TENSOR_ELEMENTS:,} elements: padding {geometry.padding} "
+                         f"on a {x.shape[2]}x{x.shape[3]} input", layer=layer, field="padding")
     if bias is None:
         return None
     b = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)

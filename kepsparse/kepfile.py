@@ -67,6 +67,7 @@ def save(model: SparseModel, path) -> None:
     entries = []
     for i, layer in enumerate(model):
         layer.weight.validate()
+        layer.validate()
         for array_name, arr in layer.weight.arrays().items():
             tensors[_tensor_name(i, array_name)] = np.ascontiguousarray(arr)
         if layer.bias is not None:
@@ -209,18 +210,12 @@ def _load_layer(i: int, entry, tensors: dict, used: set) -> SparseConv:
             raise KepFileError("missing", layer=name, field="bias")
         bias = tensors[prefix + "bias"]
         used.add(prefix + "bias")
-        if bias.dtype != np.float32 or bias.shape != (weight.shape[0],):
-            raise KepFileError(f"must be float32 ({weight.shape[0]},), got {bias.dtype} "
-                               f"{bias.shape}", layer=name, field="bias")
-        if not np.all(np.isfinite(bias)):
-            raise KepFileError("holds NaN or Inf", layer=name, field="bias")
     geometry = None
     if entry.get("geometry") is not None:
         try:
             geometry = ConvGeometry.from_json(entry["geometry"])
         except (KeyError, TypeError, ValueError) as exc:
             raise KepFileError(f"unreadable: {exc}", layer=name, field="geometry") from None
-        if weight.shape[0] % geometry.groups:
-            raise KepFileError(f"groups={geometry.groups} does not divide {weight.shape[0]} "
-                               "output channels", layer=name, field="geometry")
-    return SparseConv(name, weight, bias, geometry)
+    layer = SparseConv(name, weight, bias, geometry)
+    layer.validate()  # bias dtype/shape/finiteness, groups vs O
+    return layer

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .conv import as_input, check_operands, run_conv
-from .errors import InputError
+from .errors import FormatError, InputError
 from .formats import SparseFormat
 from .geometry import ConvGeometry
 
@@ -26,6 +26,22 @@ class SparseConv:
     @property
     def shape(self):
         return self.weight.shape
+
+    def validate(self) -> None:
+        """Layer-level invariants (the weight's own arrays are its format's to validate):
+        bias float32 (O,) and finite; groups divide O. FormatError naming the field."""
+        O = self.weight.shape[0]
+        if self.bias is not None:
+            b = self.bias
+            if not isinstance(b, np.ndarray) or b.dtype != np.float32 or b.shape != (O,):
+                raise FormatError(f"must be float32 ({O},), got "
+                                  f"{getattr(b, 'dtype', type(b).__name__)} {np.shape(b)}",
+                                  layer=self.name, field="bias")
+            if not np.all(np.isfinite(b)):
+                raise FormatError("holds NaN or Inf", layer=self.name, field="bias")
+        if self.geometry is not None and O % self.geometry.groups:
+            raise FormatError(f"groups={self.geometry.groups} does not divide {O} output channels",
+                              layer=self.name, field="groups")
 
     def __call__(self, x, backend: str = "reference", relu: bool = False, threads=None,
                  **geometry_kwargs) -> np.ndarray:
@@ -57,7 +73,8 @@ class SparseModel:
 
     def add(self, layer: SparseConv) -> None:
         if layer.name in self.layers:
-            raise ValueError(f"duplicate layer name {layer.name!r}")
+            raise FormatError("two layers have this name", layer=layer.name, field="name")
+        layer.validate()
         self.layers[layer.name] = layer
 
     def __getitem__(self, name: str) -> SparseConv:

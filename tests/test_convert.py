@@ -229,3 +229,10 @@ def test_safetensors_bfloat16_with_ml_dtypes_loaded(tmp_path):
     pytest.importorskip("ml_dtypes")
     import onnx  # noqa: F401  (registers ml_dtypes' bfloat16 with NumPy)
     test_safetensors_bfloat16(tmp_path)
+
+
+def test_duplicate_layer_names_refused_with_path(tmp_path):
+    path = tmp_path / "dup.pt"  # prefix "" is named "conv": it collides with "conv.weight"
+    torch.save({"weight": torch.ones(2, 2, 3, 3), "conv.weight": torch.ones(2, 2, 3, 3)}, path)
+    with pytest.raises(ks.KepError, match="dup.pt.*'conv'.*name"):
+        ks.convert(path)

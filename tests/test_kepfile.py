@@ -132,3 +132,26 @@ def test_failed_save_keeps_previous_file(model, tmp_path, monkeypatch):
         ks.save(model, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.kep"]
+
+
+def test_invalid_layer_refused_at_save_not_at_load(model, tmp_path):
+    model["conv1"].bias = np.full(8, np.inf, np.float32)
+    path = tmp_path / "m.kep"
+    with pytest.raises(ks.FormatError, match="conv1.*bias"):
+        ks.save(model, path)
+    assert not path.exists()
+
+
+def test_huge_declared_shape_refused_before_allocation(model, tmp_path):
+    path = tmp_path / "m.kep"
+    ks.save(model, path)
+    _rewrite_header(path, lambda h: _edit_model(
+        h, lambda d: d["layers"][1].__setitem__("shape", [6, 8, 2**20, 2**20])))
+    with pytest.raises(ks.KepFileError, match="block.conv2.*shape"):
+        ks.load(path)
+
+
+def test_padding_bomb_refused_before_allocation(model):
+    layer = model["conv1"]
+    with pytest.raises(ks.InputError, match="padding"):
+        layer(np.ones((1, 3, 4, 4), np.float32), padding=2**17)

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from .. import __version__
-from ..errors import ConvertError
+from ..errors import ConvertError, KepError
 from ..formats import DEFAULT_MIN_SPARSITY, FORMATS
 from ..model import SparseModel
 
@@ -50,35 +50,46 @@ def convert(source, format: str = "auto", min_sparsity: float = DEFAULT_MIN_SPAR
     if not 0.0 <= float(min_sparsity) <= 1.0:
         raise ConvertError(f"min_sparsity must be in [0, 1], got {min_sparsity}", field="min_sparsity")
     opts = dict(format=format, min_sparsity=float(min_sparsity), max_patterns=max_patterns)
-    kind = type(source).__module__.split(".")[0]
-    if kind == "onnx" and type(source).__name__ == "ModelProto":
-        from .onnx_model import layers_from_onnx
-        model, desc, source_kind = layers_from_onnx(source, "<onnx model>", **opts), "<onnx model>", "onnx"
-    elif _is_torch_module(source):
-        from .module import layers_from_module
-        desc = f"<{type(source).__name__}>"
-        model, source_kind = layers_from_module(source, desc, **opts), "module"
-    elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise ConvertError("no such file", path=path)
-        if not path.is_file():
-            raise ConvertError("not a regular file", path=path)
-        source_kind, desc = _kind_of_path(path), str(path)
-        if source_kind == "onnx":
-            from .onnx_model import layers_from_onnx, load_onnx
-            model = layers_from_onnx(load_onnx(path), path, **opts)
-        else:
-            from .checkpoint import tensors_from_safetensors, tensors_from_torch_file
-            from .tensors import layers_from_tensors
-            read = tensors_from_torch_file if source_kind == "torch-checkpoint" else tensors_from_safetensors
-            model = layers_from_tensors(read(path), path, **opts)
-    else:
-        raise ConvertError(f"cannot convert a {type(source).__name__}: pass a file path, an "
-                           "onnx.ModelProto or a torch.nn.Module")
+    try:
+        model, desc, source_kind = _dispatch(source, opts)
+    except KepError as exc:  # every error names the source, whichever converter raised it
+        raise exc.located(path=_describe(source)) from None
     model.metadata.update({"source": desc, "source_kind": source_kind,
                            "kepsparse_version": __version__})
     return model
+
+
+def _describe(source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return "<onnx model>" if type(source).__name__ == "ModelProto" else f"<{type(source).__name__}>"
+
+
+def _dispatch(source, opts):
+    """(model, description, kind) from the converter for ``source``'s kind."""
+    desc = _describe(source)
+    if type(source).__module__.split(".")[0] == "onnx" and type(source).__name__ == "ModelProto":
+        from .onnx_model import layers_from_onnx
+        return layers_from_onnx(source, desc, **opts), desc, "onnx"
+    if _is_torch_module(source):
+        from .module import layers_from_module
+        return layers_from_module(source, desc, **opts), desc, "module"
+    if not isinstance(source, (str, os.PathLike)):
+        raise ConvertError(f"cannot convert a {type(source).__name__}: pass a file path, an "
+                           "onnx.ModelProto or a torch.nn.Module")
+    path = Path(source)
+    if not path.exists():
+        raise ConvertError("no such file", path=path)
+    if not path.is_file():
+        raise ConvertError("not a regular file", path=path)
+    kind = _kind_of_path(path)
+    if kind == "onnx":
+        from .onnx_model import layers_from_onnx, load_onnx
+        return layers_from_onnx(load_onnx(path), path, **opts), desc, kind
+    from .checkpoint import tensors_from_safetensors, tensors_from_torch_file
+    from .tensors import layers_from_tensors
+    read = tensors_from_torch_file if kind == "torch-checkpoint" else tensors_from_safetensors
+    return layers_from_tensors(read(path), path, **opts), desc, kind
 
 
 def _is_torch_module(obj) -> bool:

@@ -24,6 +24,9 @@ import numpy as np
 from ..errors import FormatError
 
 
+MAX_WEIGHT_ELEMENTS = 2**31
+
+
 def check_shape(shape) -> tuple[int, int, int, int]:
     """A weight shape as four positive ints, or FormatError."""
     try:
@@ -34,6 +37,9 @@ def check_shape(shape) -> tuple[int, int, int, int]:
     if len(dims) != 4 or any(d <= 0 for d in dims):
         raise FormatError(f"weight shape must be 4 positive integers (O, C, KH, KW), got {shape!r}",
                           field="shape")
+    # a few bytes of a file must not declare a terabyte layer; kernels index in int32
+    if dims[0] * dims[1] * dims[2] * dims[3] >= MAX_WEIGHT_ELEMENTS:
+        raise FormatError(f"weight shape {dims} has more than 2**31 - 1 elements", field="shape")
     return dims
 
 
