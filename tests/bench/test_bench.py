@@ -150,3 +150,86 @@ def test_cli_bench(tiny_shapes, tmp_path, capsys):
 def test_cli_bad_input(argv, capsys):
     assert cli.main(["bench", "--quick", "--table", "none", *argv]) == 2
     assert "kepsparse: error:" in capsys.readouterr().err
+
+
+def _row(name, kind, backend, fmt, t, base_t=None, **extra):
+    r = {"name": name, "kind": kind, "backend": backend, "format": fmt, "status": "ok",
+         "detail": "", "time_s": t, "min_s": t, "p90_s": t, "t_s": t, "useful_gflops": 1.0 / t / 1e9,
+         "dense_gflops": 2.0 / t / 1e9, **extra}
+    if base_t is not None:
+        r["speedup"] = {"onnxruntime": base_t / t}
+    return r
+
+
+def _synthetic_doc(auto_t=0.5, lucky_t=0.1, auto_kernel="pattern_f32_x_cpp"):
+    """ResNet-18 KEP@90% cases, batch 1, 2 threads: onnxruntime 1.0 s, auto ``auto_t``, a
+    lucky C++ kernel ``lucky_t``, the pattern numba kernel 0.75 s."""
+    cases = []
+    for layer in ("layer1", "layer2"):
+        results = [_row("onnxruntime", "competitor", "onnxruntime", "dense", 1.0, 1.0),
+                   _row("pattern_f32_x_cpp", "kernel", "cpp", "pattern", 0.5, 1.0),
+                   _row("csr_f32_lucky_cpp", "kernel", "cpp", "csr", lucky_t, 1.0),
+                   _row("pattern_f32_numba", "kernel", "numba", "pattern", 0.75, 1.0),
+                   _row("auto", "auto", "auto", "pattern", auto_t, 1.0, chosen=auto_kernel)]
+        cases.append({"network": "resnet18", "layer": layer, "shape": "8->8 8x8 3x3", "batch": 1,
+                      "threads": 2, "structure": "kep", "sparsity": 0.9, "actual_sparsity": 0.9,
+                      "useful_flops": 1.0, "dense_flops": 2.0, "results": results})
+    doc = {"kind": "kepsparse-bench", "machine": {"cpu_count": 2}, "command": "test",
+           "settings": {"stat": "median", "warmup_s": 0, "budget_s": 0, "min_repeats": 1,
+                        "tolerance": 1e-4},
+           "contenders": {"kernels": ["pattern_f32_x_cpp", "csr_f32_lucky_cpp", "pattern_f32_numba"],
+                          "auto": True, "competitors": ["onnxruntime"]},
+           "cases": cases}
+    doc["summary"] = report.summarize(doc)
+    return doc
+
+
+def test_targets_judged_on_auto_not_best_of_n(tmp_path):
+    doc = _synthetic_doc()
+    kep90 = next(x for x in doc["summary"]["targets"] if x["target"].startswith("KEP pattern @90%: auto (C++) >="))
+    # auto is 2x onnxruntime; the lucky best-of-N kernel (10x) must not be what is judged
+    assert kep90["contender"] == "auto" and kep90["value"] == pytest.approx(2.0)
+    assert kep90["status"] == "missed" and kep90["n"] == 2
+    useful = next(x for x in doc["summary"]["targets"] if "GFLOP" in x["target"])
+    assert useful["value"] == pytest.approx(1.0 / 0.5 / 1e9)
+    numba = next(x for x in doc["summary"]["targets"] if "numba" in x["target"])
+    assert numba["value"] == pytest.approx(0.75 / 0.5) and numba["status"] == "met"  # pattern numba / auto
+    e = doc["summary"]["geomean"][0]
+    assert e["speedup"]["auto"]["geomean"] == pytest.approx(2.0)
+    assert e["speedup"]["best-of-N cpp"]["geomean"] == pytest.approx(10.0)  # informational series
+    md = report.markdown(doc)
+    assert "Judged on `auto`" in md and "best-of-N kernel (N)" in md
+    assert "| csr_f32_lucky_cpp (3) |" in md and "| pattern_f32_x_cpp | " in md
+    assert "best cpp" not in md.replace("best-of-N cpp", "")
+    assert "best-of-N" in report.summary_line(doc) and report.summary_line(doc).index("auto 2.00x") \
+        < report.summary_line(doc).index("best-of-N cpp")
+    png = tmp_path / "s.png"
+    report.plot(doc, png)
+    assert png.stat().st_size > 1000
+
+
+def test_targets_note_when_auto_ran_numba_or_is_missing():
+    doc = _synthetic_doc(auto_kernel="pattern_f32_numba")
+    kep90 = doc["summary"]["targets"][0]
+    assert "non-C++ kernel on 2 of 2 layers" in kep90["note"]
+    numba = next(x for x in doc["summary"]["targets"] if "numba" in x["target"])
+    assert numba["status"] == "not measured"  # no C++ kernel to compare with
+    doc = _synthetic_doc()
+    doc["contenders"]["auto"] = False
+    for c in doc["cases"]:
+        c["results"] = [r for r in c["results"] if r["name"] != "auto"]
+    s = report.summarize(doc)
+    assert {t["status"] for t in s["targets"]} == {"not measured"}
+    assert "--kernels including auto" in s["targets"][0]["note"]
+    assert s["targets"][1]["note"] == "this structure and sparsity is not in this run"
+
+
+def test_from_json_rerender_judges_auto(tmp_path):
+    doc = _synthetic_doc()
+    del doc["summary"]
+    src, md = tmp_path / "r.json", tmp_path / "r.md"
+    src.write_text(json.dumps({**doc, "version": 1}))
+    assert cli.main(["bench", "--from-json", str(src), "--table", "summary", "--markdown", str(md),
+                     "--plot", str(tmp_path / "r.png")]) == 0
+    text = md.read_text()
+    assert "KEP pattern @90%: auto (C++) >= 6x onnxruntime: 2.00x -> MISSED" in text
