@@ -65,13 +65,22 @@ void spconv_check_plan(const SpconvPlan& p) {
     if (p.OB != 1 && p.OB != 2 && p.OB != 4 && p.OB != 8) fail("OB must be 1, 2, 4 or 8");
     if ((long)p.out_ch.size() != p.nblocks * p.OB) fail("out_ch length != nblocks*OB");
     if (p.nblocks != (p.O + p.OB - 1) / p.OB) fail("nblocks != ceil(O/OB)");
+    // every output channel exactly once: the kernel writes y only through out_ch, so a
+    // missing channel would leave its plane of y uninitialised
     std::vector<char> seen(p.O, 0);
+    long listed = 0;
     for (int32_t o : p.out_ch) {
         if (o < -1 || o >= p.O) fail("out_ch out of range");
         if (o >= 0) {
-            if (seen[o]) fail("output channel listed twice");
+            if (seen[o]) fail("output channel " + std::to_string(o) + " listed twice");
             seen[o] = 1;
+            ++listed;
         }
+    }
+    if (listed != p.O) {
+        const long missing = (long)(std::find(seen.begin(), seen.end(), 0) - seen.begin());
+        fail("output channel " + std::to_string(missing) +
+             " missing from out_ch (every channel 0..O-1 must appear exactly once)");
     }
     const long KK = (long)p.KH * p.KW;
     if ((long)p.Ctot * KK >= (1L << 31)) fail("Ctot*KH*KW too large");
@@ -116,9 +125,19 @@ void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_
     const long C = bp ? bp->Ctot : gp->Ctot, KH = bp ? bp->KH : gp->KH, KW = bp ? bp->KW : gp->KW;
     const long KK = KH * KW;
     const long Hp = H + pt + pb, Wp = W + pl + pr;
-    if (Ho != (Hp - (long)dh * (KH - 1) - 1) / sh + 1 || Wo != (Wp - (long)dw * (KW - 1) - 1) / sw + 1 ||
-        Ho <= 0 || Wo <= 0)
-        throw std::invalid_argument("output size does not match the geometry");
+    const long span_h = (long)dh * (KH - 1) + 1, span_w = (long)dw * (KW - 1) + 1;
+    // checked before the division below: C++ division truncates toward zero, so a padded
+    // input up to one stride smaller than the dilated kernel would still give Ho == 1
+    if (Hp < span_h || Wp < span_w)
+        throw std::invalid_argument(
+            "padded input " + std::to_string(Hp) + "x" + std::to_string(Wp) +
+            " is smaller than the dilated kernel " + std::to_string(span_h) + "x" +
+            std::to_string(span_w) + ": no output position");
+    if (Ho != (Hp - span_h) / sh + 1 || Wo != (Wp - span_w) / sw + 1)
+        throw std::invalid_argument(
+            "output size " + std::to_string(Ho) + "x" + std::to_string(Wo) +
+            " does not match the geometry (expected " + std::to_string((Hp - span_h) / sh + 1) +
+            "x" + std::to_string((Wp - span_w) / sw + 1) + ")");
 
     long Wr, g = 0;
     if (sw == 1) {

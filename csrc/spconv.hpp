@@ -14,7 +14,9 @@
 //   output channels are permuted (channels with equal kept masks adjacent) and cut into
 //   blocks of OB channels (OB in {1,2,4,8}); each block keeps the union of its channels'
 //   kept positions as "entries", sorted by (input channel, kernel position):
-//     out_ch  int32 [nblocks*OB]        original output channel of every slot, -1 = padding
+//     out_ch  int32 [nblocks*OB]        original output channel of every slot, -1 = padding;
+//                                       every channel 0..O-1 exactly once (the kernel writes
+//                                       y only through out_ch: spconv_check_plan enforces it)
 //     ck      int32 [nE]                ci*KH*KW + kh*KW + kw of every entry (ci: absolute
 //                                       input channel, groups already resolved)
 //     w       float [nE*OB]             the OB weights of every entry (0 where a channel of
@@ -57,6 +59,9 @@ struct SpconvPlan {
 //   ch_o     int32 [E]        output channel of each entry, relative to its chunk
 //   ch_w     float [E*4]      its weights at the group's positions (0-padded to 4)
 //   chunk_ptr int64 [nchunks+1] groups of chunk j: [chunk_ptr[j], chunk_ptr[j+1])
+// Every output channel is written: each chunk's tile buffer starts at zero and all of its
+// channels are stored, so a channel no entry names (an empty filter) gets its bias only.
+// Unlike SpconvPlan.out_ch, ch_o therefore need not name every channel.
 struct GroupPlan {
     int O = 0, Ctot = 0, KH = 0, KW = 0, och = 1;
     long nchunks = 0;

@@ -44,6 +44,7 @@ import threading
 
 import numpy as np
 
+from ..errors import UnsupportedError
 from .registry import Kernel, register
 
 try:  # the extension is optional: no C++ compiler at install time means no _core
@@ -67,13 +68,26 @@ ENTRY_COST = {"avx512": {1: 1.0, 2: 1.07, 4: 1.5, 8: 2.9},
               "generic": {1: 1.0, 2: 1.5, 4: 2.5}}
 
 
+#: The C++ plans address an input entry as ci*KH*KW + kh*KW + kw in int32 (csrc/spconv.hpp).
+MAX_PLAN_INDEX = 2**31
+
+
 @functools.lru_cache(maxsize=None)
-def _cpu_features() -> dict:
+def _features() -> dict:
+    """The CPU's ISA features; the CPU does not change, so asked once (the registry calls
+    this often)."""
     return dict(_core.cpu_features()) if _core is not None else {}
 
 
-def _features() -> dict:
-    return _cpu_features()  # the CPU does not change: asked once (registry calls this often)
+def _check_plan_size(ctot: int, KH: int, KW: int) -> None:
+    """UnsupportedError unless every (input channel, kernel position) index fits the plans'
+    int32 (Ctot*KH*KW < 2**31)."""
+    n = int(ctot) * int(KH) * int(KW)
+    if n >= MAX_PLAN_INDEX:
+        raise UnsupportedError(
+            f"input channels x kernel positions = {ctot}*{KH}*{KW} = {n} is too large for the "
+            f"cpp kernels: it must be below 2**31 ({MAX_PLAN_INDEX}, int32 plan indices)",
+            field="shape")
 
 
 def _isa_reason(isa: str, needs: tuple[str, ...]) -> str | None:
@@ -85,16 +99,29 @@ def _isa_reason(isa: str, needs: tuple[str, ...]) -> str | None:
     return None
 
 
-def _greedy_order(masks: np.ndarray, ob: int, base: np.ndarray) -> np.ndarray:
+#: Above this many output channels the greedy regrouping (O x O overlaps) is skipped.
+GREEDY_MAX_CHANNELS = 4096
+
+
+def _overlaps(masks: np.ndarray) -> np.ndarray | None:
+    """Kept positions shared by every pair of output channels (O x O, one matrix product),
+    or None when the greedy regrouping does not apply (one channel, or too many)."""
+    O = masks.shape[0]
+    if O <= 1 or O > GREEDY_MAX_CHANNELS:
+        return None
+    m = masks.astype(np.float32)
+    return m @ m.T
+
+
+def _greedy_order(overlap: np.ndarray | None, ob: int, base: np.ndarray) -> np.ndarray:
     """Channels in blocks of ``ob`` that share many kept positions (greedy on pair overlaps).
 
     Starts each block with the first unplaced channel of ``base`` and adds the channel with
-    the largest overlap with the block so far. One matrix product gives all pair overlaps."""
-    O = masks.shape[0]
-    if ob == 1 or O <= ob or O > 4096:
+    the largest overlap with the block so far. ``overlap`` comes from ``_overlaps`` (computed
+    once per layer, shared by every OB tried); None keeps ``base``."""
+    O = len(base)
+    if overlap is None or ob == 1 or O <= ob:
         return base
-    m = masks.astype(np.float32)
-    overlap = m @ m.T
     placed = np.zeros(O, dtype=bool)
     order = []
     for first in base:
@@ -122,12 +149,15 @@ def _choose_ob(masks: np.ndarray, base: np.ndarray, isa: str):
     except ValueError:
         forced = 0
     best = None
+    overlap, have_overlap = None, False  # computed once, on the first OB > 1 tried
     for ob in OB_CHOICES:
         if _core.spconv_tile_vectors(isa, ob) == 0 or (ob > 1 and O < ob):
             continue
         if forced in OB_CHOICES and forced != ob:
             continue
-        order = _greedy_order(masks, ob, base)
+        if ob > 1 and not have_overlap:
+            overlap, have_overlap = _overlaps(masks), True
+        order = _greedy_order(overlap, ob, base)
         cost = _union_entries(masks, order, ob) * ENTRY_COST[isa][ob]
         if best is None or cost < best[0]:
             best = (cost, ob, order)
@@ -139,8 +169,6 @@ def _choose_ob(masks: np.ndarray, base: np.ndarray, isa: str):
 def _union_entries(masks, order, ob):
     O = len(order)
     nb = -(-O // ob)
-    padded = np.full(nb * ob, -1, dtype=np.int64)
-    padded[:O] = order
     m = np.zeros((nb * ob, masks.shape[1]), dtype=bool)
     m[:O] = masks[order]
     return int(m.reshape(nb, ob, -1).any(axis=1).sum())
@@ -151,6 +179,7 @@ def build_plan(fmt, groups: int, isa: str, ob: int | None = None):
     O, Cg, KH, KW = fmt.shape
     KK = KH * KW
     Ctot = Cg * groups
+    _check_plan_size(Ctot, KH, KW)
     o, c, kh, kw, v = fmt.coo()
     o = np.asarray(o, np.int64)
     ci = (o // (O // groups)) * Cg + np.asarray(c, np.int64)
@@ -166,7 +195,7 @@ def build_plan(fmt, groups: int, isa: str, ob: int | None = None):
     if ob is None:
         ob, order = _choose_ob(masks, order, isa)
     else:
-        order = _greedy_order(masks, ob, order)
+        order = _greedy_order(_overlaps(masks) if 1 < ob < O else None, ob, order)
     nb = -(-O // ob)
     out_ch = np.full(nb * ob, -1, dtype=np.int32)
     out_ch[:O] = order
@@ -193,6 +222,7 @@ def build_group_plan(fmt, groups: int, och: int | None = None):
     library) and ``values`` (each plane's weights at its pattern's positions, (o, c) order)."""
     O, Cg, KH, KW = fmt.shape
     och = O if och is None else int(och)
+    _check_plan_size(Cg * groups, KH, KW)
     KK = KH * KW
     Og = O // groups
     ids = fmt.ids()
@@ -278,6 +308,8 @@ def _group_chunk(O: int, N: int, Ho: int, Wo: int, threads: int | None) -> int:
 
 def _make_prepare(isa: str, kind: str = "blocks"):
     def prepare(fmt):
+        _, Cg, KH, KW = fmt.shape
+        _check_plan_size(Cg, KH, KW)  # groups > 1 multiply this; checked again per plan
         return _Prepared(fmt, isa, kind)
     return prepare
 

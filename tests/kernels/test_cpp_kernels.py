@@ -7,11 +7,13 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import kepsparse as ks
+from kepsparse.errors import UnsupportedError
 from kepsparse.geometry import ConvGeometry
 from kepsparse.kernels import all_kernels, cpp, get
 from kepsparse.testing import edge_case_weights, make_kep_weight, random_sparse_weight
@@ -207,6 +209,93 @@ def test_plan_rejects_broken_arrays():
                        ("w", np.ones(3, np.float32))]:
         with pytest.raises(ValueError):
             core.SpconvPlan(**{**ok, field: bad})
+
+
+@pytest.mark.parametrize("OB, out_ch", [(1, [0, -1]), (2, [1, -1]), (2, [-1, -1])])
+def test_plan_rejects_a_missing_output_channel(OB, out_ch):
+    """The kernel writes y only through out_ch: a channel missing from it would leave its
+    plane of y uninitialised, so the plan itself is refused, naming the channel."""
+    core = cpp._core
+    nb = 2 if OB == 1 else 1
+    out = np.array(out_ch, np.int32)
+    ne = 2
+    cptr = np.array([0, 1, 1, 2] if nb == 2 else [0, 2], np.int64)
+    with pytest.raises(ValueError, match=r"output channel \d missing from out_ch"):
+        core.SpconvPlan(O=2, Ctot=8, KH=1, KW=1, OB=OB, out_ch=out,
+                        ck=np.array([0, 3], np.int32), w=np.ones(ne * OB, np.float32), cptr=cptr)
+
+
+def test_plans_cover_every_channel_including_empty_filters(rng):
+    """build_plan lists every output channel (empty filters too) at every OB: their output is
+    exactly the bias, never leftover memory."""
+    w = random_sparse_weight(rng, (9, 4, 3, 3), 0.5)
+    w[[0, 4, 8]] = 0
+    fmt = ks.pack(w, "csr")
+    x = rng.standard_normal((1, 4, 10, 11)).astype(np.float32)
+    bias = np.arange(1, 10, dtype=np.float32)
+    for isa in USABLE_ISAS:
+        for ob in cpp.OB_CHOICES:
+            if cpp._core.spconv_tile_vectors(isa, ob) == 0:
+                continue
+            y = _run_plan(_plan(fmt, 1, isa, ob), isa, x, bias, padding=1)
+            for o in (0, 4, 8):
+                np.testing.assert_array_equal(y[0, o], np.full((10, 11), bias[o], np.float32))
+            ref = ks.conv2d(x, fmt, bias, padding=1, backend="reference")
+            np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["blocks", "groups"])
+def test_input_smaller_than_kernel_is_rejected(rng, kind):
+    """-stride < Hp - span < 0: truncating division would give Ho == 1 and let a wrong
+    out_hw through; the padded input is checked against the dilated kernel first."""
+    fmt = ks.pack(make_kep_weight(rng, 4, 3, 3, 3), "pattern")
+    plan = (cpp.build_plan(fmt, 1, USABLE_ISAS[0]) if kind == "blocks"
+            else cpp.build_group_plan(fmt, 1))
+    x = np.ones((1, 3, 2, 5), np.float32)
+    for stride, dil, hw in [((2, 1), (1, 1), (1, 3)), ((3, 1), (1, 1), (1, 3)),
+                            ((4, 1), (2, 1), (1, 3))]:
+        with pytest.raises(ValueError, match="smaller than the dilated kernel"):
+            cpp._core.spconv_run(plan, USABLE_ISAS[0], x, None, stride, (0, 0, 0, 0), dil, hw,
+                                 False, 0)
+    # the same in width
+    xt = np.ones((1, 3, 5, 2), np.float32)
+    with pytest.raises(ValueError, match="smaller than the dilated kernel"):
+        cpp._core.spconv_run(plan, USABLE_ISAS[0], xt, None, (1, 2), (0, 0, 0, 0), (1, 1),
+                             (3, 1), False, 0)
+    # a wrong out_hw on a valid input names both sizes
+    with pytest.raises(ValueError, match=r"output size 2x3 does not match.*expected 3x3"):
+        cpp._core.spconv_run(plan, USABLE_ISAS[0], np.ones((1, 3, 5, 5), np.float32), None,
+                             (1, 1), (0, 0, 0, 0), (1, 1), (2, 3), False, 0)
+
+
+@pytest.mark.parametrize("kind", ["blocks", "groups"])
+def test_too_many_plan_indices_is_unsupported(kind):
+    """Ctot*KH*KW must fit the plans' int32 indices: UnsupportedError(field='shape') from
+    prepare (and from the plan builders once groups multiply the channels), not a wrapped
+    value or a raw ValueError. The format's arrays are never touched."""
+    kernel = next(k for k in CPP_KERNELS if (k.formats == ("pattern",)) and
+                  ((kind == "groups") == ("grp" in k.name)))
+    huge = SimpleNamespace(shape=(1, 2**31 // 9 + 1, 3, 3))
+    with pytest.raises(UnsupportedError, match=r"2\*\*31") as err:
+        kernel.prepare(huge)
+    assert err.value.field == "shape"
+    kernel.prepare(SimpleNamespace(shape=(1, 2**31 // 9, 3, 3)))  # just below the limit
+    many_groups = SimpleNamespace(shape=(2**8, 2**24, 3, 3))  # Cg fits; Cg*groups does not
+    build = ((lambda f: cpp.build_plan(f, 2**8, USABLE_ISAS[0])) if kind == "blocks"
+             else (lambda f: cpp.build_group_plan(f, 2**8)))
+    kernel.prepare(many_groups)
+    with pytest.raises(UnsupportedError, match="too large") as err:
+        build(many_groups)
+    assert err.value.field == "shape"
+
+
+def test_channel_overlaps_computed_once_per_layer(rng, monkeypatch):
+    calls = []
+    real = cpp._overlaps
+    monkeypatch.setattr(cpp, "_overlaps", lambda m: calls.append(1) or real(m))
+    fmt = ks.pack(make_kep_weight(rng, 32, 8, 3, 3), "csr")
+    cpp.build_plan(fmt, 1, USABLE_ISAS[0])
+    assert len(calls) == 1
 
 
 def test_boundary_conversions(rng):
