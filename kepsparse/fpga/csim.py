@@ -38,14 +38,21 @@ def run_csim(directory, timeout: float = 300.0) -> dict:
     d = Path(desc["dir"])
     cxx = find_cxx()
     exe = d / "csim.out"
-    build = subprocess.run([cxx, *CXX_FLAGS, "-I.", "tb.cpp", "kernel.cpp", "-o", exe.name],
-                           cwd=d, capture_output=True, text=True, timeout=timeout)
+    try:
+        build = subprocess.run([cxx, *CXX_FLAGS, "-I.", "tb.cpp", "kernel.cpp", "-o", exe.name],
+                               cwd=d, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise KepError(f"g++ did not finish building the C simulation within {timeout:g} s",
+                       path=d) from None
     if build.returncode != 0:
         raise KepError(f"g++ failed to build the C simulation:\n{build.stderr.strip()[-2000:]}",
                        path=d)
     out_file = d / "data" / "csim_output.dat"
     out_file.unlink(missing_ok=True)
-    run = subprocess.run([str(exe)], cwd=d, capture_output=True, text=True, timeout=timeout)
+    try:
+        run = subprocess.run([str(exe)], cwd=d, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise KepError(f"the C simulation did not finish within {timeout:g} s", path=d) from None
     log = run.stdout + run.stderr
     m = re.search(r"csim: outputs=(\d+) mismatches=(\d+) cycles=(\d+)", run.stdout)
     if m is None or not out_file.is_file():

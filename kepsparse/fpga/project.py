@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,21 +36,36 @@ PROJECT_FILE = "project.json"
 GOLDEN_FILE = "golden.npz"
 MAX_PARALLELISM = 64
 MAX_KERNEL_POSITIONS = 64   # pattern masks are at most 64 bits (uint64 in C++)
+RTL_COUNTER_MAX = 0xFFFF    # hls/rtl/kep_sparse_conv.v: o, t, c, lane_oh/ow, out_o, out_t are 16-bit
 DEFAULT_PARALLELISM = 4
 DEFAULT_INPUT_HW = (8, 8)
 TOP_FUNCTION = "kep_layer"
 
 
 def check_parallelism(p) -> int:
+    """P as an int: an int, an integer-valued number or an int-like string (``"4"``);
+    4.5 or ``"four"`` is refused."""
     try:
         value = int(p)
-    except (TypeError, ValueError):
+        exact = isinstance(p, str) or value == p
+    except (TypeError, ValueError, OverflowError):
+        exact = False
+    if not exact or isinstance(p, bool):
         raise InputError(f"parallelism must be an integer 1..{MAX_PARALLELISM}, got {p!r}",
-                         field="parallelism") from None
-    if not 1 <= value <= MAX_PARALLELISM or value != p:
-        raise InputError(f"parallelism P={p} is out of range: choose 1..{MAX_PARALLELISM} "
+                         field="parallelism")
+    if not 1 <= value <= MAX_PARALLELISM:
+        raise InputError(f"parallelism P={value} is out of range: choose 1..{MAX_PARALLELISM} "
                          "parallel MACs (--parallelism)", field="parallelism")
     return value
+
+
+def check_counter_widths(layer_name: str, **sizes) -> None:
+    """The RTL engine counts filters, channels, output rows/columns and tiles in 16-bit
+    registers (o, c, lane_oh/ow, t, out_o, out_t): refuse sizes that would wrap."""
+    for name, v in sizes.items():
+        if int(v) > RTL_COUNTER_MAX:
+            raise UnsupportedError(f"{name}={int(v)} exceeds the RTL's 16-bit counters",
+                                   layer=layer_name, field=name)
 
 
 def ideal_cycles(nnz_per_filter, npix: int, p: int) -> int:
@@ -136,9 +153,16 @@ def generate_project(model: SparseModel, layer_name: str, outdir, parallelism: i
     if KH * KW > MAX_KERNEL_POSITIONS:
         raise UnsupportedError(f"kernel {KH}x{KW} has more than {MAX_KERNEL_POSITIONS} positions",
                                layer=layer_name, field="shape")
+    check_counter_widths(layer_name, O=O, C=C)
     if calibration is None:
         calibration = default_calibration(layer, input_hw, seed)
+    cal_shape = np.shape(calibration)
+    if len(cal_shape) in (3, 4):  # check before quantizing a huge input (quantize checks the rest)
+        Ho, Wo = layer.geometry.output_size(int(cal_shape[-2]), int(cal_shape[-1]), KH, KW)
+        check_counter_widths(layer_name, Ho=Ho, Wo=Wo, tiles=-(-Ho * Wo // P))
     q = quantize_layer(layer.name, layer.weight, layer.bias, layer.geometry, calibration, relu=relu)
+    Ho, Wo = q.output_hw
+    check_counter_widths(layer_name, Ho=Ho, Wo=Wo, tiles=-(-Ho * Wo // P))
     x_float = np.asarray(calibration, np.float32)
     x_float = x_float[None] if x_float.ndim == 3 else x_float
     xq = q.quantize_input(x_float[:1])            # the stored test vector: first sample
@@ -260,23 +284,55 @@ def load_project(directory) -> dict:
     return desc
 
 
+def _read_golden(directory, keys) -> dict:
+    """The arrays ``keys`` of a project's golden.npz, or an InputError naming the file."""
+    path = Path(directory) / GOLDEN_FILE
+    if not path.is_file():
+        raise InputError(f"{GOLDEN_FILE} is missing: regenerate the project with "
+                         "`kepsparse hls generate`", field="golden").located(path=path)
+    try:
+        with open(path, "rb") as fh:
+            z = np.load(fh, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("a single .npy array, not an .npz archive")
+            with z:
+                arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError) as exc:
+        raise InputError(f"corrupt or not an .npz file: {exc}", field="golden").located(path=path) from None
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise InputError(f"corrupt: missing array(s) {', '.join(missing)}",
+                         field=missing[0]).located(path=path)
+    return arrays
+
+
+GOLDEN_KEYS = ("input", "golden", "shape", "padding", "stride", "scales", "w_scale", "bias_q",
+               "mult", "shift", "relu")
+
+
 def load_golden(directory) -> QuantLayer:
     """Rebuild the golden model (QuantLayer) of a project from golden.npz."""
     d = Path(directory)
-    with np.load(d / GOLDEN_FILE, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    shape = tuple(int(v) for v in arrays["shape"])
-    fmt = PatternFormat.from_arrays(shape, {k[4:]: v for k, v in arrays.items() if k.startswith("fmt_")})
-    pad = tuple(int(v) for v in arrays["padding"])
-    geometry = ConvGeometry.make(tuple(int(v) for v in arrays["stride"]), pad)
-    x_scale, y_scale = (float(v) for v in arrays["scales"])
-    xin = arrays["input"]
-    return QuantLayer(name=str(d.name), weight=fmt, geometry=geometry,
-                      input_shape=tuple(int(v) for v in xin.shape), w_scale=arrays["w_scale"],
-                      x_scale=x_scale, y_scale=y_scale, bias_q=arrays["bias_q"],
-                      mult=arrays["mult"], shift=arrays["shift"], relu=bool(arrays["relu"]))
+    arrays = _read_golden(d, GOLDEN_KEYS)
+    try:
+        shape = tuple(int(v) for v in arrays["shape"])
+        fmt = PatternFormat.from_arrays(shape, {k[4:]: v for k, v in arrays.items() if k.startswith("fmt_")})
+        pad = tuple(int(v) for v in arrays["padding"])
+        geometry = ConvGeometry.make(tuple(int(v) for v in arrays["stride"]), pad)
+        x_scale, y_scale = (float(v) for v in arrays["scales"])
+        xin = arrays["input"]
+        return QuantLayer(name=str(d.name), weight=fmt, geometry=geometry,
+                          input_shape=tuple(int(v) for v in xin.shape), w_scale=arrays["w_scale"],
+                          x_scale=x_scale, y_scale=y_scale, bias_q=arrays["bias_q"],
+                          mult=arrays["mult"], shift=arrays["shift"], relu=bool(arrays["relu"]))
+    except KepError as exc:
+        raise exc.located(path=d / GOLDEN_FILE)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InputError(f"corrupt golden model: {exc}", field="golden").located(
+            path=d / GOLDEN_FILE) from None
 
 
 def load_vectors(directory) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(Path(directory) / GOLDEN_FILE, allow_pickle=False) as z:
-        return z["input"], z["golden"]
+    """The stored (input, golden output) test vectors of a project."""
+    arrays = _read_golden(directory, ("input", "golden"))
+    return arrays["input"], arrays["golden"]

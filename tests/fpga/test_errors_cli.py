@@ -9,7 +9,7 @@ import pytest
 
 import kepsparse
 from kepsparse.cli import main
-from kepsparse.errors import BackendUnavailableError, InputError, UnsupportedError
+from kepsparse.errors import BackendUnavailableError, InputError, KepError, UnsupportedError
 from kepsparse.formats import pack
 from kepsparse.fpga import generate_project, run_layer_flow
 from kepsparse.fpga import sim as sim_module
@@ -145,3 +145,108 @@ def test_parse_yosys_stat():
            "      2   $_SDFFE_PP0P_\n")
     cells, total = parse_stat(log)
     assert total == 120 and cells == {"$_AND_": 30, "$_DFF_P_": 8, "$_SDFFE_PP0P_": 2}
+
+
+def _one_layer(shape):
+    w = np.zeros(shape, np.float32)
+    w[..., 0, 0] = 1.0
+    m = SparseModel()
+    m.add(SparseConv("big", pack(w, "pattern"), None, ConvGeometry.make(1, 0)))
+    return m
+
+
+@pytest.mark.parametrize("shape,input_hw,P,field,value", [
+    ((0x10000, 1, 1, 1), (2, 2), 4, "O", 0x10000),
+    ((1, 0x10000, 1, 1), (1, 1), 4, "C", 0x10000),
+    ((1, 1, 1, 1), (0x10000, 1), 64, "Ho", 0x10000),
+    ((1, 1, 1, 1), (1, 0x10001), 64, "Wo", 0x10001),
+    ((1, 1, 1, 1), (256, 256), 1, "tiles", 0x10000),
+])
+def test_sizes_beyond_16_bit_rtl_counters(tmp_path, shape, input_hw, P, field, value):
+    with pytest.raises(UnsupportedError, match=f"{field}={value} exceeds the RTL's 16-bit counters") as e:
+        generate_project(_one_layer(shape), "big", tmp_path / "p", parallelism=P, input_hw=input_hw)
+    assert e.value.layer == "big" and e.value.field == field
+    assert not (tmp_path / "p").exists()  # refused before anything is written
+
+
+def test_counter_limit_itself_is_accepted(tmp_path):
+    desc = generate_project(_one_layer((1, 1, 1, 1)), "big", tmp_path / "p", parallelism=1,
+                            input_hw=(1, 0xFFFF))
+    assert desc["WO"] == 0xFFFF and desc["tiles"] == 0xFFFF
+
+
+@pytest.mark.parametrize("p,expected", [(4, 4), ("4", 4), (" 8 ", 8), (4.0, 4), (np.int64(2), 2),
+                                        ("64", 64)])
+def test_parallelism_int_like(p, expected):
+    from kepsparse.fpga.project import check_parallelism
+    assert check_parallelism(p) == expected
+
+
+@pytest.mark.parametrize("p", [4.5, "4.5", "four", None, float("nan"), float("inf"), True])
+def test_parallelism_not_an_integer(p):
+    from kepsparse.fpga.project import check_parallelism
+    with pytest.raises(InputError, match="must be an integer 1..64") as e:
+        check_parallelism(p)
+    assert e.value.field == "parallelism"
+
+
+def test_generate_accepts_string_parallelism(tmp_path):
+    desc = generate_project(_model(ConvGeometry.make(1, 1)), "c", tmp_path / "p", parallelism="4")
+    assert desc["P"] == 4
+
+
+@pytest.mark.parametrize("stage", ["build", "run"])
+def test_csim_timeout_is_a_kep_error(tmp_path, monkeypatch, stage):
+    import subprocess
+
+    from kepsparse.fpga import csim
+    generate_project(_model(ConvGeometry.make(1, 1)), "c", tmp_path / "p", parallelism=2)
+    calls = []
+
+    def fake_run(cmd, **kw):
+        calls.append(cmd)
+        if (stage == "build") == (len(calls) == 1):
+            raise subprocess.TimeoutExpired(cmd, kw.get("timeout"))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(csim, "find_cxx", lambda: "g++")
+    monkeypatch.setattr(csim.subprocess, "run", fake_run)
+    with pytest.raises(KepError, match="within 7 s") as e:
+        csim.run_csim(tmp_path / "p", timeout=7)
+    assert e.value.path == str((tmp_path / "p").resolve())
+    assert ("g++" in str(e.value)) == (stage == "build")
+
+
+def test_missing_or_corrupt_golden(tmp_path):
+    from kepsparse.fpga.project import GOLDEN_FILE, load_golden, load_vectors
+    d = tmp_path / "p"
+    generate_project(_model(ConvGeometry.make(1, 1)), "c", d, parallelism=2)
+    x, y = load_vectors(d)
+    assert x.dtype == np.int8 and y.ndim == 3
+    g = d / GOLDEN_FILE
+    with np.load(g) as z:
+        arrays = dict(z)
+    # a golden.npz without one of its arrays
+    np.savez(g, **{k: v for k, v in arrays.items() if k != "mult"})
+    with pytest.raises(InputError, match="missing array.*mult") as e:
+        load_golden(d)
+    assert e.value.path == str(g) and e.value.field == "mult"
+    # not a zip at all / truncated
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    for junk in (b"not an npz", b"PK\x03\x04garbage", (tmp_path / "one.npy").read_bytes()):
+        g.write_bytes(junk)
+        for load in (load_golden, load_vectors):
+            with pytest.raises(InputError, match="corrupt") as e:
+                load(d)
+            assert e.value.path == str(g)
+    # inconsistent arrays (the format's own validation) -> named after the file
+    arrays["fmt_plane_ids"] = arrays["fmt_plane_ids"][:-1]
+    np.savez(g, **arrays)
+    with pytest.raises(KepError) as e:
+        load_golden(d)
+    assert e.value.path == str(g)
+    g.unlink()
+    for load in (load_golden, load_vectors):
+        with pytest.raises(InputError, match="golden.npz is missing") as e:
+            load(d)
+        assert e.value.path == str(g)
