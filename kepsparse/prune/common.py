@@ -1,5 +1,6 @@
 """Machinery shared by every pruning method: models and data from specs, checkpoints in and
-out, evaluation, params/FLOPs counting, masked training, progress bars, plots.
+out, evaluation, masked training, progress bars, plots. Params/FLOPs are counted by
+``kepsparse.nets.flops.count`` (the one counter).
 
 Specs accepted on the command line (and by the functions here):
     model   NAME (a network of ``kepsparse.nets``, e.g. ``digits``) or ``path/to/file.py:factory``
@@ -7,8 +8,9 @@ Specs accepted on the command line (and by the functions here):
     data    NAME (``digits``) or ``path/to/file.py:loader`` (a callable returning
             ``{"train": DataLoader, "test": DataLoader}`` or a ``(train, test)`` pair)
 
-FLOPs follow the literature's convention: multiply-accumulates of conv and linear layers,
-conv/linear bias additions included; after pruning only the kept conv weights count.
+FLOPs follow the literature's convention (``kepsparse.nets.flops``): multiply-accumulates of
+conv and linear layers, conv/linear bias additions included; after pruning only the non-zero
+weights count.
 """
 from __future__ import annotations
 
@@ -208,7 +210,7 @@ def conv_layers(model) -> dict:
 
 
 def weight_layers(model) -> dict:
-    """name -> Conv2d or Linear in module order (the layers FLOPs are counted for)."""
+    """name -> Conv2d or Linear in module order."""
     torch = _torch()
     return {n: m for n, m in model.named_modules()
             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
@@ -219,51 +221,6 @@ def example_input(loader):
     batch = next(iter(loader))
     x = batch[0] if isinstance(batch, (tuple, list)) else batch
     return x[:1]
-
-
-def count_params_flops(model, example, masks: dict | None = None) -> dict:
-    """Parameters and FLOPs (MACs; conv + linear, bias adds included) for one sample.
-
-    ``masks`` (name -> bool array of the layer's weight shape): count only kept weights of
-    those layers (params) and their MACs (FLOPs)."""
-    torch = _torch()
-    masks = masks or {}
-    layers = weight_layers(model)
-    out_shapes = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: out_shapes.__setitem__(n, out.shape))
-             for n, m in layers.items()]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    params = 0
-    for n, p in model.named_parameters():
-        layer = n.rsplit(".", 1)[0]
-        if n.endswith(".weight") and layer in masks:
-            params += int(np.asarray(masks[layer]).sum())
-        else:
-            params += p.numel()
-    flops = 0
-    per_layer = {}
-    for n, m in layers.items():
-        if n not in out_shapes:
-            continue  # not used in forward
-        shape = out_shapes[n]
-        kept = int(np.asarray(masks[n]).sum()) if n in masks else m.weight.numel()
-        if isinstance(m, torch.nn.Conv2d):
-            pixels = int(shape[-1] * shape[-2])
-            f = kept * pixels + (m.out_channels * pixels if m.bias is not None else 0)
-        else:
-            rows = int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
-            f = rows * (kept + (m.out_features if m.bias is not None else 0))
-        per_layer[n] = f
-        flops += f
-    return {"params": params, "flops": flops, "flops_per_layer": per_layer}
 
 
 def evaluate(model, loader, max_batches: int | None = None) -> float:

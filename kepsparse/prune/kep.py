@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import numpy as np
 
 from ..errors import InputError, UnsupportedError
+from ..nets import flops
 from . import common
 from .masks import LayerMask, check_sparsity, select_masks
 
@@ -185,7 +186,8 @@ def choose_masks(model, config: KEPConfig, prunable: dict | None = None) -> dict
 
 # ----------------------------------------------------------------------------- penalty
 
-def _mask_tensors(model, masks: dict) -> list:
+def penalty_pairs(model, masks: dict) -> list:
+    """(weight, 1 - mask) tensor pairs for ``kep_penalty``; masks: name -> bool array or LayerMask."""
     torch = common._torch()
     layers = dict(model.named_modules())
     out = []
@@ -200,11 +202,6 @@ def kep_penalty(pairs) -> "torch.Tensor":
     """sum_l ||W_l * (1 - M_l)||^2 over ``pairs`` of (weight, 1 - mask) tensors
     (``penalty_pairs(model, masks)``)."""
     return sum((w * inv).pow(2).sum() for w, inv in pairs)
-
-
-def penalty_pairs(model, masks: dict) -> list:
-    """(weight, 1 - mask) tensor pairs for ``kep_penalty``; masks: name -> bool array or LayerMask."""
-    return _mask_tensors(model, masks)
 
 
 def _outside_ratio(pairs) -> float:
@@ -351,7 +348,7 @@ def kep_prune(model, loaders, sparsity=0.8, config: KEPConfig | None = None, **o
     prunable, excluded = prunable_layers(pruned, config.exclude)
     torch.manual_seed(config.seed)
     example = common.example_input(loaders["test"])
-    before = common.count_params_flops(pruned, example)
+    before = flops.count(pruned, example)
     acc_dense = common.evaluate(pruned, loaders["test"])
 
     masks = choose_masks(pruned, config, prunable)
@@ -376,7 +373,7 @@ def kep_prune(model, loaders, sparsity=0.8, config: KEPConfig | None = None, **o
     pruned.eval()
     acc_final = common.evaluate(pruned, loaders["test"])
     plain = {n: lm.mask for n, lm in masks.items()}
-    after = common.count_params_flops(pruned, example, plain)
+    after = flops.count(pruned, example, nonzero=True)  # exact zeros outside the masks
     sp = conv_sparsity(pruned)
 
     layers = {}
@@ -389,8 +386,8 @@ def kep_prune(model, loaders, sparsity=0.8, config: KEPConfig | None = None, **o
             row.update({f"mask_{k}" if k in ("sparsity", "kept", "weights") else k: v
                         for k, v in masks[n].to_json().items()})
         layers[n] = row
-    pruned_total = sum(layers[n]["weights"] for n in masks)
-    pruned_zero = sum(int(round(layers[n]["sparsity"] * layers[n]["weights"])) for n in masks)
+    pruned_total = sum(int(m.size) for m in plain.values())
+    pruned_zero = sum(int(np.count_nonzero(~np.asarray(m, bool))) for m in plain.values())
     report = {
         "method": "kep",
         "reference": f"doi:{DOI}",
@@ -406,7 +403,8 @@ def kep_prune(model, loaders, sparsity=0.8, config: KEPConfig | None = None, **o
         "flops": {"before": before["flops"], "after": after["flops"],
                   "reduction": round(1 - after["flops"] / before["flops"], 6),
                   "convention": "MACs, conv + linear, bias adds included, one sample of "
-                                f"shape {list(example.shape[1:])}"},
+                                f"shape {list(example.shape[1:])}; after: non-zero weights "
+                                "(kepsparse.nets.flops)"},
         "accuracy": {"dense": acc_dense, "after_penalty": acc_penalty,
                      "after_hard_prune": acc_hard, "final": acc_final,
                      "drop": round(acc_dense - acc_final, 6)},

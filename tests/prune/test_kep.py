@@ -9,7 +9,8 @@ nn = torch.nn
 
 from kepsparse.errors import InputError, UnsupportedError  # noqa: E402
 from kepsparse.prune import kep  # noqa: E402
-from kepsparse.prune.common import MaskGuard, count_params_flops  # noqa: E402
+from kepsparse.nets.flops import count  # noqa: E402
+from kepsparse.prune.common import MaskGuard  # noqa: E402
 from kepsparse.prune.masks import select_masks  # noqa: E402
 
 
@@ -163,16 +164,49 @@ def test_kep_prune_end_to_end_on_a_tiny_model():
 
 def test_flops_follow_the_literature_convention():
     model = Tiny()
-    r = count_params_flops(model, torch.zeros(1, 1, 6, 6))
+    r = count(model, torch.zeros(1, 1, 6, 6))
     px = 36
     expected = (4 * 1 * 9 * px + 4 * px) + (8 * 4 * 9 * px + 8 * px) + (8 * 8 * 9 * px) + (8 * 3 + 3)
-    assert r["flops"] == expected
+    assert r["flops"] == expected and count(model, (1, 6, 6))["flops"] == expected
     assert r["params"] == sum(p.numel() for p in model.parameters())
+    assert r["flops_per_layer"]["c3"] == 8 * 8 * 9 * px
     m = np.zeros((8, 8, 3, 3), bool)
     m[:, :, 1, 1] = True
-    r2 = count_params_flops(model, torch.zeros(1, 1, 6, 6), {"c3": m})
+    kep.hard_prune(model, {"c3": m})
+    r2 = count(model, (1, 6, 6), nonzero=True)  # exact zeros outside the mask: params after
     assert r["flops"] - r2["flops"] == 8 * 8 * 8 * px
     assert r["params"] - r2["params"] == 8 * 8 * 8
+
+
+def test_flops_count_every_call_and_linear_rows():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(2, 2, 1, bias=False)
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            x = self.c(self.c(x))                 # the same conv twice
+            return self.fc(x.reshape(1, 2, -1))   # (1, 2 rows, 4 features)
+
+    r = count(Twice(), (2, 2, 2))
+    assert r["flops_per_layer"]["c"] == 2 * (2 * 2 * 4)
+    assert r["flops_per_layer"]["fc"] == 2 * (4 * 3 + 3)
+    assert r["flops"] == r["conv_flops"] + r["linear_flops"] == 32 + 30
+
+
+def test_report_counts_match_the_shared_counter():
+    model = Tiny()
+    pruned, report = kep.kep_prune(model, _loaders(), 0.6, penalty_epochs=1, finetune_epochs=1,
+                                   threads=1)
+    before, after = count(model, (1, 6, 6)), count(pruned, (1, 6, 6), nonzero=True)
+    assert report["params"]["before"] == before["params"]
+    assert report["params"]["after"] == after["params"]
+    assert report["flops"]["after"] == after["flops"]
+    assert report["layers"]["c2"]["flops_after"] == after["flops_per_layer"]["c2"]
+    masks = {n: np.asarray(m, bool) for n, m in pruned.kep_masks.items()}
+    zero = sum(int((~m).sum()) for m in masks.values())
+    assert report["conv_sparsity"]["pruned_layers"] == round(zero / sum(m.size for m in masks.values()), 6)
 
 
 def test_a_model_without_conv_is_refused():

@@ -81,6 +81,43 @@ def test_similarity_kernel_dispersion_weights_the_clustered_layer_harder():
         model.conv2.weight.copy_(base + 0.05 * torch.randn_like(model.conv2.weight))
     crit = _prepared("similarity", model)
     assert crit.layer_weights["conv2"] > crit.layer_weights["conv1"]
+    assert crit.dispersion["conv2"] < crit.dispersion["conv1"]
+    mean = np.mean(list(crit.dispersion.values()))
+    assert crit.layer_weights["conv1"] == pytest.approx(mean / crit.dispersion["conv1"])
+
+
+def test_pipeline_allocates_with_the_criterion_dispersion(monkeypatch):
+    """Kernel Dispersion is computed once, by the criterion; the pipeline uses its
+    ``layer_weights`` (and asks a criterion without weights to compute them)."""
+    from kepsparse.prune.filters import criteria as C
+    from kepsparse.prune.filters import pipeline
+
+    calls = []
+    real = C.Criterion.use_kernel_dispersion
+
+    def spy(self):
+        calls.append(self.name)
+        real(self)
+
+    seen = {}
+    real_allocate = G.allocate
+
+    def allocate(groups, costs, **kw):
+        if kw.get("weights") is not None:
+            seen["weights"] = kw["weights"]
+        return real_allocate(groups, costs, **kw)
+
+    monkeypatch.setattr(C.Criterion, "use_kernel_dispersion", spy)
+    monkeypatch.setattr(pipeline.G, "allocate", allocate)
+    for name in ("similarity", "l1"):
+        calls.clear()
+        seen.clear()
+        _, rep = pipeline.filter_prune(planted_model(), synthetic_loaders(), name,
+                                       flops_reduction=0.3, allocation="dispersion",
+                                       finetune_scheme="none", verify="shape", **FAST[name])
+        assert calls == [name]  # once: in prepare (similarity) or by the pipeline (l1)
+        disp = {n: r["kernel_dispersion"] for n, r in rep["layers"].items() if "kernel_dispersion" in r}
+        assert disp and set(disp) == set(seen["weights"])
 
 
 def test_unknown_option_and_bad_values_are_named():

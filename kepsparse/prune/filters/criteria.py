@@ -244,6 +244,7 @@ class Criterion:
         self.opts = self.Options(**options)
         self._details: dict = {}
         self.layer_weights: dict | None = None
+        self.dispersion: dict | None = None
 
     def options_json(self) -> dict:
         return asdict(self.opts)
@@ -256,6 +257,26 @@ class Criterion:
 
     def details(self, conv_name: str) -> dict:
         return self._details.get(conv_name, {})
+
+    def use_kernel_dispersion(self) -> None:
+        """Kernel Dispersion (the one implementation): D_g = mean pairwise cosine distance of
+        the flattened filters of each prunable group's convs (``self.dispersion``), and
+        ``self.layer_weights`` = (mean D / D_g) ** ``dispersion_power`` (option, default 1):
+        a tightly clustered, low-dispersion layer is more redundant and pruned harder."""
+        disp = {}
+        for g in self.ctx.groups:
+            if not g.prunable:
+                continue
+            ds = []
+            for c in g.out_convs:
+                cos = _cos_matrix(self._weights(c))
+                iu = np.triu_indices(len(cos), 1)
+                ds.append(float(np.mean(1.0 - cos[iu])) if len(iu[0]) else 1.0)
+            disp[g.root] = float(np.mean(ds))
+        self.dispersion = disp
+        power = getattr(self.opts, "dispersion_power", 1.0)
+        mean = float(np.mean(list(disp.values()))) if disp else 1.0
+        self.layer_weights = {k: (mean / max(v, 1e-6)) ** power for k, v in disp.items()}
 
     def _weights(self, conv_name: str) -> np.ndarray:
         w = self.ctx.modules[conv_name].weight.detach().double().numpy()
@@ -324,21 +345,7 @@ class SimilarityCriterion(Criterion):
         if o.redundancy not in ("nearest", "centre"):
             raise InputError(f"unknown redundancy {o.redundancy!r}; choose nearest or centre",
                              field="redundancy")
-        disp = {}
-        for g in ctx.groups:
-            if not g.prunable:
-                continue
-            ds = []
-            for c in g.out_convs:
-                cos = _cos_matrix(self._weights(c))
-                iu = np.triu_indices(len(cos), 1)
-                ds.append(float(np.mean(1.0 - cos[iu])) if len(iu[0]) else 1.0)
-            disp[g.root] = float(np.mean(ds))
-        self.dispersion = disp
-        if disp:
-            mean = float(np.mean(list(disp.values())))
-            self.layer_weights = {k: (mean / max(v, 1e-6)) ** o.dispersion_power
-                                  for k, v in disp.items()}
+        self.use_kernel_dispersion()
 
     def order(self, conv_name):
         o = self.opts

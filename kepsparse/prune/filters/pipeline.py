@@ -23,7 +23,7 @@ from ...errors import InputError
 from .. import common
 from ..finetune import SCHEMES, FinetuneConfig, finetune
 from . import graph as G
-from .criteria import CRITERIA, PAPER_FINETUNE, Context, _cos_matrix, make_criterion
+from .criteria import CRITERIA, PAPER_FINETUNE, Context, make_criterion
 
 NOTE = ("formulation reconstructed from the paper's abstract and the prior work it names "
         "(not the authors' code); open choices are parameters")
@@ -34,23 +34,6 @@ def count(model, example, nonzero: bool = False) -> dict:
     from ...nets.flops import count as _count
     c = _count(model, tuple(example.shape[1:]), nonzero=nonzero)
     return {"params": int(c["params"]), "flops": int(c["flops"])}
-
-
-def kernel_dispersion(model, groups) -> dict:
-    """D_g = mean pairwise cosine distance of the (flattened) filters of each prunable group."""
-    mods = dict(model.named_modules())
-    out = {}
-    for g in groups:
-        if not g.prunable:
-            continue
-        ds = []
-        for c in g.out_convs:
-            w = mods[c].weight.detach().double().numpy()
-            cos = _cos_matrix(w.reshape(w.shape[0], -1))
-            iu = np.triu_indices(len(cos), 1)
-            ds.append(float(np.mean(1.0 - cos[iu])) if len(iu[0]) else 1.0)
-        out[g.root] = float(np.mean(ds))
-    return out
 
 
 def group_order(criterion, group) -> np.ndarray:
@@ -137,10 +120,9 @@ def filter_prune(model, loaders, method: str = "l1", *, flops_reduction: float |
     weights = None
     dispersion = None
     if allocation == "dispersion":
-        dispersion = kernel_dispersion(work, groups)
-        mean = float(np.mean(list(dispersion.values()))) if dispersion else 1.0
-        power = getattr(criterion.opts, "dispersion_power", 1.0)
-        weights = {k: (mean / max(v, 1e-6)) ** power for k, v in dispersion.items()}
+        if criterion.layer_weights is None:  # a criterion that does not weight layers itself
+            criterion.use_kernel_dispersion()
+        weights, dispersion = criterion.layer_weights, criterion.dispersion
     counts = G.allocate(groups, costs, flops_reduction=flops_reduction, ratio=ratio,
                         weights=weights, max_rate=max_rate)
     removal = {root: sorted(int(i) for i in orders[root][:n]) for root, n in counts.items() if n}
