@@ -101,18 +101,6 @@ def DigitsCNN(widths=(16, 32, 64)):
     return _CLASS(widths)
 
 
-def evaluate(model, loader) -> float:
-    """Top-1 accuracy in percent of ``model`` over ``loader``."""
-    torch = _torch()
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in loader:
-            correct += int((model(x).argmax(1) == y).sum())
-            total += int(y.numel())
-    return 100.0 * correct / max(total, 1)
-
-
 def train_digits_cnn(seed: int = 0, epochs: int = 30, lr: float = 3e-3, batch_size: int = 64,
                      widths=(16, 32, 64), threads: int | None = 2, progress: bool = False):
     """Train the digits CNN from a seeded initialisation: ``(model, loaders, accuracy)``.
@@ -120,10 +108,9 @@ def train_digits_cnn(seed: int = 0, epochs: int = 30, lr: float = 3e-3, batch_si
     Adam with a cosine learning-rate schedule; ~3-6 s on two CPU cores. ``accuracy`` is the
     held-out (test split) top-1 accuracy in percent."""
     torch = _torch()
-    if threads:
-        torch.set_num_threads(min(int(threads), torch.get_num_threads()) or 1)
-    from ..prune.common import train
+    from ..prune.common import evaluate, set_threads, train
 
+    set_threads(threads)
     torch.manual_seed(seed)
     model = DigitsCNN(widths)
     loaders = digits_loaders(seed, batch_size)
@@ -162,25 +149,32 @@ def sparse_logits(model, sparse_model, x, backend: str = "reference") -> np.ndar
     return h.reshape(h.shape[0], -1) @ w.T + b
 
 
-def sparse_agreement(model, loader, backend: str = "reference", format: str = "auto") -> dict:
-    """Convert ``model`` with ``kepsparse.convert`` and run it with kepsparse's kernels over
-    every batch of ``loader``: how often the sparse run predicts torch's class, its accuracy,
-    and the pattern-format byte account."""
+def sparse_agreement(model, loader, backend: str = "reference", format: str = "auto",
+                     sparse=None) -> dict:
+    """Run ``model`` with kepsparse's kernels over every batch of ``loader``: how often the
+    sparse run predicts torch's class, its accuracy, and the pattern-format byte account.
+    ``sparse``: the model already converted (``kepsparse.convert(model)``, e.g. the
+    ``sparse_model`` of ``prune.common.sparse_check``); None converts it here with ``format``."""
     torch = _torch()
-    from .. import convert
-
-    sparse = convert(model, format=format)
+    if sparse is None:
+        from .. import convert
+        sparse = convert(model, format=format)
     same = total = correct = 0
     max_err = 0.0
+    was_training = model.training
     model.eval()
-    with torch.no_grad():
-        for x, y in loader:
-            ref = model(x).numpy()
-            got = sparse_logits(model, sparse, x, backend=backend)
-            same += int((got.argmax(1) == ref.argmax(1)).sum())
-            correct += int((got.argmax(1) == y.numpy()).sum())
-            total += len(y)
-            max_err = max(max_err, float(np.abs(got - ref).max()))
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                x, y = batch[0], batch[1]
+                ref = model(x).numpy()
+                got = sparse_logits(model, sparse, x, backend=backend)
+                same += int((got.argmax(1) == ref.argmax(1)).sum())
+                correct += int((got.argmax(1) == y.numpy()).sum())
+                total += len(y)
+                max_err = max(max_err, float(np.abs(got - ref).max()))
+    finally:
+        model.train(was_training)
     pat = [layer.weight for layer in sparse if layer.weight.name == "pattern"]
     vb = sum(w.value_bytes for w in pat)
     return {"images": total, "same_class": same, "agreement": same / max(total, 1),

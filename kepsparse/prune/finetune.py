@@ -154,9 +154,10 @@ def finetune(student, loaders, scheme: str = "kd", teacher=None, masks: dict | N
             run_loss = 0.0
             n = 0
             T = None
-            for x, y in train:
+            for batch in train:
                 if step >= total:
                     break
+                x, y = batch[0], batch[1]
                 z = student(x)
                 if scheme == "plain":
                     loss = torch.nn.functional.cross_entropy(z, y)
@@ -198,13 +199,6 @@ def finetune(student, loaders, scheme: str = "kd", teacher=None, masks: dict | N
             guard.remove()
     student.eval()
     return history
-
-
-def train_dense(model, loaders, epochs: int = 30, lr: float = 3e-3, progress: bool = False,
-                seed: int = 0) -> list:
-    """Train a (fresh) model with CE (Adam, cosine decay): the dense baseline for the CLI when
-    no checkpoint is given."""
-    return finetune(model, loaders, "plain", epochs=epochs, lr=lr, progress=progress, seed=seed)
 
 
 def config_json(cfg: FinetuneConfig) -> dict:

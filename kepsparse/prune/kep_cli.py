@@ -66,11 +66,12 @@ def check_sparse_run(args, pruned, loaders) -> dict:
     try:
         x = next(iter(loaders["test"]))[0][:16]
         check = common.sparse_check(pruned, x, backend=backend)
-        check.pop("sparse_model")
+        sparse = check.pop("sparse_model")
         out["sparse_check"] = check
         if args.model == "digits":
             from ..nets.digits import sparse_agreement
-            out["sparse_run"] = sparse_agreement(pruned, loaders["test"], backend=backend)
+            out["sparse_run"] = sparse_agreement(pruned, loaders["test"], backend=backend,
+                                                 sparse=sparse)
     except KepError as exc:
         out["sparse_check"] = {"skipped": str(exc)}
     return out

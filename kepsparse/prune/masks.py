@@ -166,7 +166,8 @@ def pattern_library(imp: np.ndarray, k: int, n_patterns: int, center: int | None
         kept = imp @ lib.T.astype(imp.dtype)           # (n, P): importance kept by each pattern
         assign = kept.argmax(axis=1)
         total = float(kept.max(axis=1).sum())
-        if total <= best + 1e-12 * abs(best):
+        # stop when no longer improving (relative 1e-12); best is -inf before the first pass
+        if np.isfinite(best) and total <= best + 1e-12 * abs(best):
             break
         best, best_lib = total, lib
         new = []

@@ -66,3 +66,45 @@ def test_short_kep_prune_beats_random_masks_and_runs_sparse(digits_dense):
     got = sparse_logits(pruned, sparse, x)
     assert np.array_equal(got.argmax(1), ref.argmax(1))
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_sparse_agreement_reuses_a_converted_model(digits_dense, monkeypatch):
+    from kepsparse.nets import digits
+    from kepsparse.prune import kep_cli
+
+    model, loaders, _ = digits_dense
+    model.train()
+    sparse = kepsparse.convert(model)
+    calls = []
+    real = kepsparse.convert
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(kepsparse, "convert", counting)
+    r = digits.sparse_agreement(model, loaders["test"], sparse=sparse)
+    assert calls == [] and r["agreement"] == 1.0
+    assert model.training  # its mode is restored
+    model.eval()
+    # the CLI check converts once: sparse_check's model feeds sparse_agreement
+
+    class Args:
+        model = "digits"
+        check_backend = "reference"
+
+    out = kep_cli.check_sparse_run(Args(), model, loaders)
+    assert len(calls) == 1 and out["sparse_run"]["agreement"] == 1.0
+
+
+def test_digits_training_uses_the_shared_helpers(monkeypatch):
+    from kepsparse.nets import digits
+    from kepsparse.prune import common
+    assert not hasattr(digits, "evaluate")
+    seen = []
+    monkeypatch.setattr(common, "set_threads", lambda t: seen.append(t))
+    old = torch.get_num_threads()
+    model, loaders, acc = digits.train_digits_cnn(seed=0, epochs=1, threads=1)
+    torch.set_num_threads(old)
+    assert seen == [1] and not model.training
+    assert acc == common.evaluate(model, loaders["test"])

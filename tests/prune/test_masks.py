@@ -134,3 +134,17 @@ def test_random_masks_match_the_budget(rng):
     ws = {"a": _w(rng, (8, 8, 3, 3))}
     m = random_masks(ws, 0.8, seed=1)["a"]
     assert m.sum() == budget(m.size, 0.8)
+
+
+def test_pattern_library_first_pass_has_no_nan(rng):
+    """best starts at -inf: the first pass always runs and the stop test never compares with
+    -inf + inf (NaN; a RuntimeWarning with NumPy scalars)."""
+    import warnings
+
+    from kepsparse.prune.masks import pattern_library
+    imp = np.abs(_w(rng, (40, 9)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lib = pattern_library(imp, 4, 3)
+    assert lib.shape[1] == 9 and 1 <= len(lib) <= 3 and set(lib.sum(1)) == {4}
+    assert len(pattern_library(np.zeros((5, 9)), 4, 2)) >= 1  # all-zero importances: stops at once

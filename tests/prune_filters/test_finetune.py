@@ -107,3 +107,21 @@ def test_every_method_end_to_end_on_resnet56(method):
     assert len(rep["finetune_history"]) == 1
     with torch.no_grad():
         assert pruned(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_loaders_yielding_more_than_two_items():
+    """Batches (x, y, extra) - e.g. sample indices - work like (x, y)."""
+    from torch.utils.data import DataLoader, TensorDataset
+    base = synthetic_loaders()["train"].dataset
+    x, y = base.tensors
+    ds = TensorDataset(x, y, torch.arange(len(y)))
+    loaders = {"train": DataLoader(ds, batch_size=16), "test": DataLoader(ds, batch_size=16)}
+    teacher = planted_model()
+    for scheme in ("plain", "kd", "mutual"):
+        hist = finetune(copy.deepcopy(teacher), loaders, scheme, teacher=teacher, epochs=1, lr=1e-2)
+        assert len(hist) == 1 and math.isfinite(hist[0]["loss"])
+
+
+def test_train_dense_is_gone():
+    from kepsparse.prune import finetune as ft
+    assert not hasattr(ft, "train_dense")
