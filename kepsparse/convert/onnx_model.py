@@ -35,18 +35,6 @@ def load_onnx(path: Path):
                            path=path) from None
 
 
-def constant_tensors(graph) -> dict[str, np.ndarray]:
-    """Initializers and Constant-node outputs, by name."""
-    from onnx import numpy_helper
-    consts = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and len(node.output) == 1:
-            for attr in node.attribute:
-                if attr.name == "value":
-                    consts[node.output[0]] = numpy_helper.to_array(attr.t)
-    return consts
-
-
 def conv_geometry(node, weight_shape, name: str) -> ConvGeometry:
     from onnx import helper
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -54,12 +42,12 @@ def conv_geometry(node, weight_shape, name: str) -> ConvGeometry:
     if "kernel_shape" in attrs and list(attrs["kernel_shape"]) != [KH, KW]:
         raise ConvertError(f"kernel_shape {list(attrs['kernel_shape'])} disagrees with the "
                            f"weight's {[KH, KW]}", layer=name, field="kernel_shape")
-    strides = list(attrs.get("strides", [1, 1]))
-    dilations = list(attrs.get("dilations", [1, 1]))
+    strides = _ints(attrs, "strides", [1, 1], 2, name)
+    dilations = _ints(attrs, "dilations", [1, 1], 2, name)
     auto_pad = attrs.get("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     if auto_pad in ("NOTSET", ""):
-        pads = list(attrs.get("pads", [0, 0, 0, 0]))  # ONNX: [top, left, bottom, right]
+        pads = _ints(attrs, "pads", [0, 0, 0, 0], 4, name)  # ONNX: [top, left, bottom, right]
         pad = (pads[0], pads[2], pads[1], pads[3])
     elif auto_pad == "VALID":
         pad = (0, 0, 0, 0)
@@ -74,6 +62,15 @@ def conv_geometry(node, weight_shape, name: str) -> ConvGeometry:
                                "size; export with explicit pads", layer=name, field="auto_pad")
     return ConvGeometry.make(strides, pad, dilations, attrs.get("group", 1))
 
+
+def _ints(attrs: dict, key: str, default: list, n: int, name: str) -> list:
+    """A Conv attribute that must list ``n`` integers (2-D convolutions only)."""
+    v = attrs.get(key, default)
+    if not isinstance(v, (list, tuple)) or len(v) != n or \
+            not all(isinstance(i, int) and not isinstance(i, bool) for i in v):
+        raise UnsupportedError(f"must list {n} integers for a 2-D convolution, got {v!r}",
+                               layer=name, field=key)
+    return list(v)
 
 
 # ----------------------------------------------------------------------------- graph import
@@ -255,7 +252,7 @@ class _Importer:
             self.constants[outputs[0]] = arr
             return
         if op not in _NO_FOLD and inputs and all(t in self.constants for t in inputs if t):
-            folded = self.fold(node, inputs, outputs)
+            folded = self.fold(node, inputs, name)
             if folded is not None:
                 for o, v in zip(outputs, folded):
                     if o:
@@ -355,20 +352,36 @@ class _Importer:
                                    field=exc.field) from None
         self.nodes.append(n)
 
-    def fold(self, node, inputs, outputs):
+    def fold(self, node, inputs, name):
         """Evaluate a node whose inputs are all constants (ONNX reference implementation);
-        None when it cannot be folded (then it is imported, or refused, as usual)."""
+        None when it cannot be folded (then it is imported, or refused, as usual).
+
+        The output size is checked before evaluating whenever it follows from the constant
+        inputs (ConstantOfShape, Expand, Tile, Range, and whatever ONNX shape inference can
+        tell), so a tiny file cannot make the converter allocate a huge tensor."""
+        feeds = {t: self.constants[t] for t in inputs if t}
+        size = _fold_output_elements(node, [self.constants[t] if t else None for t in inputs],
+                                     feeds, self.opset)
+        if size is not None and size > _FOLD_MAX_ELEMENTS:
+            raise self._too_large(node, name, size)
         try:
             from onnx.reference import ReferenceEvaluator
             ev = ReferenceEvaluator(node, opsets={"": self.opset})
-            feeds = {t: self.constants[t] for t in inputs if t}
             values = ev.run(None, feeds)
         except Exception:  # noqa: BLE001 - not foldable here: handle the node normally
             return None
         values = [np.asarray(v) for v in values]
-        if any(str(v.dtype) not in DTYPES or v.size > _FOLD_MAX_ELEMENTS for v in values):
+        for v in values:
+            if v.size > _FOLD_MAX_ELEMENTS:
+                raise self._too_large(node, name, v.size)
+        if any(str(v.dtype) not in DTYPES for v in values):
             return None
         return values
+
+    def _too_large(self, node, name, size):
+        return UnsupportedError(f"its constant output would hold {size:,} elements (more than "
+                                f"{_FOLD_MAX_ELEMENTS:,})", path=self.source,
+                                layer=f"{name} ({node.op_type})", field="output")
 
     def import_conv(self, name, node, attrs, inputs, outputs, where):
         for k in attrs:
@@ -422,6 +435,96 @@ class _Importer:
                                "tensor or a cycle)", n.name, n.op, "inputs")
             pending = rest
         graph.nodes = ordered
+
+
+def _fold_output_elements(node, values: list, feeds: dict, opset: int) -> int | None:
+    """The number of elements of ``node``'s largest output, computed from its constant
+    inputs without evaluating it; None when unknown. Python ints: no overflow."""
+    op = node.op_type
+
+    def ints(v):
+        a = np.asarray(v)
+        if a.dtype.kind not in "iu" or a.ndim > 1:
+            return None
+        return [int(i) for i in a.reshape(-1)]
+
+    if any(v is None for v in values):
+        return _inferred_output_elements(node, feeds, opset)  # omitted optional inputs
+    try:
+        if op == "ConstantOfShape" and values:
+            dims = ints(values[0])
+            if dims is not None and all(d >= 0 for d in dims):
+                return _prod(dims)
+            return None
+        if op == "Expand" and len(values) == 2:
+            dims = ints(values[1])
+            if dims is None or any(d < 0 for d in dims):
+                return None
+            a = list(np.shape(values[0]))
+            n = max(len(a), len(dims))
+            a, b = [1] * (n - len(a)) + a, [1] * (n - len(dims)) + dims
+            out = []
+            for x, y in zip(a, b):
+                if x != y and 1 not in (x, y):
+                    return None  # not broadcastable: the evaluator will refuse it
+                out.append(y if x == 1 else x)
+            return _prod(out)
+        if op == "Tile" and len(values) >= 2:
+            reps = ints(values[1])
+            if reps is None or any(r < 0 for r in reps):
+                return None
+            return int(np.size(values[0])) * _prod(reps)
+        if op == "Range" and len(values) == 3:
+            start, limit, delta = (np.asarray(v).reshape(-1) for v in values)
+            if not (start.size == limit.size == delta.size == 1):
+                return None
+            start, limit, delta = float(start[0]), float(limit[0]), float(delta[0])
+            if delta == 0 or np.isnan([start, limit, delta]).any():
+                return None
+            n = (limit - start) / delta
+            if not np.isfinite(n):
+                return _FOLD_MAX_ELEMENTS + 1 if n > 0 else None
+            return max(int(np.ceil(n)), 0)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return _inferred_output_elements(node, feeds, opset)
+
+
+def _inferred_output_elements(node, feeds: dict, opset: int) -> int | None:
+    """Output size from ONNX shape inference on the node alone (small constant inputs given
+    as data, large ones by type and shape only); None when it cannot tell."""
+    try:
+        from onnx import helper, numpy_helper, shape_inference
+        inits, vis = [], []
+        for t, v in feeds.items():
+            v = np.asarray(v)
+            if v.size <= 4096:
+                inits.append(numpy_helper.from_array(v, t))
+            else:
+                vis.append(helper.make_tensor_value_info(
+                    t, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape)))
+        g = helper.make_graph([node], "fold", vis, [], inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+        m = shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
+    except Exception:  # noqa: BLE001 - inference is only a guard: unknown then
+        return None
+    best = None
+    for vi in m.graph.value_info:
+        tt = vi.type.tensor_type
+        if vi.name not in node.output or not tt.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if any(d is None or d < 0 for d in dims):
+            continue
+        best = _prod(dims) if best is None else max(best, _prod(dims))
+    return best
+
+
+def _prod(dims) -> int:
+    n = 1
+    for d in dims:
+        n *= d
+    return n
 
 
 def fold_batchnorm(graph: Graph, convs: dict) -> None:

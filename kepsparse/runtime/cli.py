@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, KepFileError, UnsupportedError
+from ..errors import InputError, UnsupportedError
 
 
 def _load_graph_model(path):
@@ -84,10 +84,7 @@ def cmd_tune(args) -> int:
     rec = m.tune(input_shape=_shape(args.input_shape), batch=args.batch, threads=args.threads,
                  repeats=args.repeats, verbose=show)
     target = Path(args.output or args.model)
-    try:
-        save(m, target)  # atomic: temp file + rename
-    except KepFileError:
-        raise
+    save(m, target)  # atomic: temp file + rename
     total = sum(v["ms"] for v in rec["layers"].values())
     print(f"wrote {target}: kernel choice for {len(rec['layers'])} conv layers "
           f"(sum of best layer times {total:.2f} ms at batch {args.batch}, "

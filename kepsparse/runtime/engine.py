@@ -18,10 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..conv import check_operands, prepared_for
+from ..conv import as_input, check_operands, check_threads, prepared_for, run_prepared
 from ..errors import InputError, KepError, UnsupportedError
 from ..formats import DenseFormat
 from ..kernels import registry
+from ..kernels.registry import BACKENDS
 from ..model import SparseConv, SparseModel
 from .dense import DenseConv
 from .graph import Graph
@@ -38,7 +39,7 @@ class ConvImpl:
     def __init__(self, layer: SparseConv, choice: dict, threads=None):
         self.layer, self.choice = layer, dict(choice)
         # a tuned choice may pin its own thread count (e.g. 1 for a layer too small to split)
-        self.threads = choice.get("threads", threads)
+        self.threads = check_threads(choice.get("threads", threads))
         self.geometry = layer.geometry
         if self.geometry is None:
             raise UnsupportedError("layer has no recorded geometry", layer=layer.name,
@@ -57,6 +58,11 @@ class ConvImpl:
                 self.fmt = cache[0]
             else:
                 self.fmt = layer.weight
+            if self.fmt.name not in self.kernel.formats:
+                raise UnsupportedError(f"kernel {self.kernel.name!r} does not run the "
+                                       f"{self.fmt.name!r} format (it runs "
+                                       f"{', '.join(self.kernel.formats)})", layer=layer.name,
+                                       field="kernel")
             self.prepared = prepared_for(self.fmt, self.kernel)
         self.bias = None if layer.bias is None else np.ascontiguousarray(layer.bias, np.float32)
 
@@ -68,10 +74,45 @@ class ConvImpl:
         return f"{self.kernel.name}[{self.choice.get('weight', 'sparse')}]{t}"
 
     def __call__(self, x, relu=False):
-        check_operands(x, self.fmt, self.bias, self.geometry, layer=self.layer.name)
+        try:
+            x = as_input(x)
+            check_operands(x, self.fmt, self.bias, self.geometry, layer=self.layer.name)
+        except KepError as exc:
+            raise exc.located(layer=self.layer.name) from None
         if self.dense is not None:
             return self.dense(x, relu)
-        return self.kernel.run(self.prepared, x, self.bias, self.geometry, relu, self.threads)
+        return run_prepared(self.kernel, self.prepared, self.fmt, x, self.bias, self.geometry,
+                            relu, self.threads)
+
+
+def _valid_choice(layer: SparseConv, choice) -> bool:
+    """Whether a cached (tuned) ``choice`` can run ``layer`` here. The cache comes from the
+    file, so it is untrusted: anything malformed, stale or mismatched is simply not used."""
+    if not isinstance(choice, dict):
+        return False
+    if "threads" in choice:
+        t = choice["threads"]
+        if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+            return False
+    impl = choice.get("impl")
+    if impl == DENSE_IMPL:
+        return True
+    if impl != "kernel":
+        return False
+    name, weight = choice.get("kernel"), choice.get("weight", "sparse")
+    if not isinstance(name, str) or weight not in ("sparse", "dense"):
+        return False
+    try:
+        kernel = registry.get(name)
+    except KepError:
+        return False  # the cached kernel does not exist in this build
+    if kernel.unavailable_reason() is not None:
+        return False
+    groups = layer.geometry.groups if layer.geometry else 1
+    if groups != 1 and not kernel.supports_groups:
+        return False
+    fmt = "dense" if weight == "dense" else layer.weight.name
+    return fmt in kernel.formats
 
 
 def default_choice(layer: SparseConv, backend: str) -> dict:
@@ -79,15 +120,24 @@ def default_choice(layer: SparseConv, backend: str) -> dict:
     groups = layer.geometry.groups if layer.geometry else 1
     if backend == "dense":
         return {"impl": DENSE_IMPL}
+    if not isinstance(backend, str) or (backend != "auto" and backend not in BACKENDS
+                                        and backend not in _kernel_names()):
+        raise UnsupportedError(f"unknown backend {backend!r}; choose from auto, dense, "
+                               f"{', '.join(BACKENDS)} or a kernel name", layer=layer.name,
+                               field="backend")
     try:
         k = registry.select(layer.weight.name, backend, groups)
-    except UnsupportedError:
-        if groups != 1:  # no kernel runs grouped convs of this format: the dense path
-            return {"impl": DENSE_IMPL}
-        raise
+    except UnsupportedError as exc:
+        if groups != 1 and exc.field == "groups":
+            return {"impl": DENSE_IMPL}  # no kernel of this backend runs grouped convs
+        raise exc.located(layer=layer.name) from None
     if backend == "auto" and k.backend == "reference":
         return {"impl": DENSE_IMPL}  # the reference is the oracle, not a speed path
     return {"impl": "kernel", "kernel": k.name, "weight": "sparse"}
+
+
+def _kernel_names() -> set[str]:
+    return {k.name for k in registry.all_kernels(include_unavailable=True)}
 
 
 # ------------------------------------------------------------------ the model
@@ -102,25 +152,24 @@ class GraphModel(SparseModel):
 
     # ---- configuration
     def tuned_choices(self) -> dict:
-        kc = self.metadata.get("kernel_choice") or {}
-        return kc.get("layers") or {}
+        """The per-layer cache of ``kepsparse tune`` (entries unchecked: see ``_valid_choice``)."""
+        kc = self.metadata.get("kernel_choice")
+        layers = kc.get("layers") if isinstance(kc, dict) else None
+        return layers if isinstance(layers, dict) else {}
 
     def conv_impl(self, name: str, backend: str = "auto", threads=None) -> ConvImpl:
+        threads = check_threads(threads)
+        if not isinstance(backend, str):
+            raise UnsupportedError(f"must be a backend or kernel name, got {backend!r}",
+                                   layer=name, field="backend")
         key = (name, backend, threads)
         if key not in self._impls:
             layer = self.layers[name]
             choice = None
             if backend == "auto":
                 choice = self.tuned_choices().get(name)
-                if choice is not None:
-                    try:
-                        registry.get(choice.get("kernel", "")) if choice.get("impl") == "kernel" \
-                            else None
-                        if choice.get("impl") == "kernel" and \
-                                registry.get(choice["kernel"]).unavailable_reason() is not None:
-                            choice = None
-                    except KepError:
-                        choice = None  # cached kernel no longer exists here: re-choose
+                if not _valid_choice(layer, choice):
+                    choice = None  # a stale or malformed cache entry: re-choose
             if choice is None:
                 choice = default_choice(layer, backend)
             self._impls[key] = ConvImpl(layer, choice, threads)
@@ -215,6 +264,7 @@ class GraphModel(SparseModel):
         if self.graph is None:
             raise UnsupportedError("this model has no graph (converted from a checkpoint): run "
                                    "its layers one by one, model[name](x)", field="graph")
+        threads = check_threads(threads)
         env = dict(self.graph.constants)
         env.update(self._bind_inputs(args, named))
         plan = self._plan or self._build_plan()

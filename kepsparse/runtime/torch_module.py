@@ -60,19 +60,26 @@ class SparseConv2d(nn.Module):
                 f"sparsity={w.sparsity:.1%}, kernel={self.kernel}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        name = self.layer.name
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"expected a torch.Tensor, got {type(x).__name__}", layer=name,
+                             field="x")
         if torch.is_grad_enabled() and x.requires_grad:
             raise UnsupportedError("SparseConv2d is inference-only and its input requires grad: "
                                    "run under torch.no_grad() or torch.inference_mode()",
-                                   layer=self.layer.name, field="x")
+                                   layer=name, field="x")
         if x.device.type != "cpu":
-            raise InputError(f"tensor on {x.device}: kepsparse runs on the CPU",
-                             layer=self.layer.name, field="x")
-        if x.dim() != 4:
-            raise InputError(f"must be 4-D (N, C, H, W), got shape {tuple(x.shape)}",
-                             layer=self.layer.name, field="x")
+            raise InputError(f"tensor on {x.device}: kepsparse runs on the CPU", layer=name,
+                             field="x")
+        if x.layout != torch.strided:
+            raise InputError(f"{x.layout} tensors are not supported: pass a dense tensor",
+                             layer=name, field="x")
+        if not x.dtype.is_floating_point:
+            raise InputError(f"must be a floating-point tensor, got {x.dtype}", layer=name,
+                             field="x")
         dtype = x.dtype
-        xn = np.ascontiguousarray(x.detach().to(torch.float32).contiguous().numpy())
-        y = torch.from_numpy(self._impl(xn))
+        # shape (4-D, no empty dimension) and channels are checked by the conv's boundary
+        y = torch.from_numpy(self._impl(x.detach().to(torch.float32).contiguous().numpy()))
         return y if dtype == torch.float32 else y.to(dtype)
 
 
