@@ -135,8 +135,10 @@ def load(path, tune: bool = False, threads: int | None = None) -> SparseModel:
     """
     model = _load(Path(path))
     if tune and getattr(model, "graph", None) is not None:
-        cached = model.metadata.get("kernel_choice") or {}
-        if not cached.get("layers") or cached.get("threads") != threads:
+        cached = model.metadata.get("kernel_choice")  # untrusted: a cache, maybe garbage
+        cached = cached if isinstance(cached, dict) else {}
+        if not isinstance(cached.get("layers"), dict) or not cached["layers"] \
+                or cached.get("threads") != threads:
             model.tune(threads=threads)
             if os.access(path, os.W_OK) and os.access(Path(path).parent or ".", os.W_OK):
                 save(model, path)
