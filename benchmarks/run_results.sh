@@ -54,5 +54,7 @@ $KS bench --networks resnet50,vgg16_cifar,resnet56_cifar "${LAYER_OPT[@]}" --spa
     sed 's#^!\[speedup vs sparsity\](#![speedup vs sparsity](results/#' "$OUT/$f.md"
     echo
   done
-} > benchmarks/RESULTS.md
+  # hand-written: reading of these runs, end-to-end, pruning, FPGA, fuzzing (kept across refreshes)
+  cat benchmarks/results_manual.md
+} > benchmarks/RESULTS.md.tmp && mv benchmarks/RESULTS.md.tmp benchmarks/RESULTS.md
 echo "wrote benchmarks/RESULTS.md"
