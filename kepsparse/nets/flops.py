@@ -13,6 +13,8 @@ methods' reports use it too).
 """
 from __future__ import annotations
 
+from .tracing import traced_forward
+
 
 def count(model, input_shape, nonzero: bool = False) -> dict:
     """{'params', 'flops', 'conv_flops', 'linear_flops', 'layers': [...], 'flops_per_layer':
@@ -50,21 +52,8 @@ def count(model, input_shape, nonzero: bool = False) -> dict:
         device = p.device if p is not None else None
         x = torch.zeros((1, *input_shape), dtype=dtype, device=device)
     names = {m: n for n, m in model.named_modules()}
-    handles = []
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            handles.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, nn.Linear):
-            handles.append(m.register_forward_hook(linear_hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    traced_forward(model, x, {m: conv_hook if isinstance(m, nn.Conv2d) else linear_hook
+                              for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))})
     if nonzero:
         params = sum(int((p != 0).sum()) for p in model.parameters())
     else:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..nets.tracing import traced_forward
+
 from ..errors import ConvertError, InputError, UnsupportedError
 
 
@@ -357,17 +359,8 @@ def sparse_check(model, x, backend: str = "reference", format: str = "auto",
     sparse = convert(model, format=format, max_patterns=max_patterns)
     convs = conv_layers(model)
     seen = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: seen.__setitem__(n, (inp[0], out)))
-             for n, m in convs.items()]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    traced_forward(model, x, {m: (lambda mod, inp, out, n=n: seen.__setitem__(n, (inp[0], out)))
+                              for n, m in convs.items()})
     layers = {}
     for n, (inp, out) in seen.items():
         layer = sparse[n or "conv"]
