@@ -155,3 +155,16 @@ def test_padding_bomb_refused_before_allocation(model):
     layer = model["conv1"]
     with pytest.raises(ks.InputError, match="padding"):
         layer(np.ones((1, 3, 4, 4), np.float32), padding=2**17)
+
+
+def test_saved_file_mode_follows_umask_or_replaced_file(model, tmp_path):
+    path = tmp_path / "m.kep"
+    old = os.umask(0o022)
+    try:
+        ks.save(model, path)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    path.chmod(0o640)
+    ks.save(model, path)
+    assert path.stat().st_mode & 0o777 == 0o640
