@@ -41,6 +41,21 @@ def _tensor_name(i: int, array: str) -> str:
     return f"layers/{i}/{array}"
 
 
+def _current_umask() -> int:
+    """The process umask, read without changing it where Linux tells it (os.umask would
+    briefly set a process-wide value other threads could see)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
     path = Path(path)
@@ -51,9 +66,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
         try:
             mode = path.stat().st_mode & 0o7777
         except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
+            mode = 0o666 & ~_current_umask()
         os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
