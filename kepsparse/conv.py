@@ -47,7 +47,8 @@ def check_operands(x: np.ndarray, fmt: SparseFormat, bias, geometry: ConvGeometr
     if max(padded, out) > MAX_TENSOR_ELEMENTS:  # before any kernel allocates
         raise InputError(f"the padded input ({padded:,} floats) or the output ({out:,} floats) "
                          f"exceeds {MAX_TENSOR_ELEMENTS:,} elements: padding {geometry.padding} "
-                         f"on a {x.shape[2]}x{x.shape[3]} input", layer=layer, field="padding")
+                         f"on a {x.shape[2]}x{x.shape[3]} input", layer=layer,
+                         field="padding" if any(geometry.padding) else "x")
     if bias is None:
         return None
     b = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
