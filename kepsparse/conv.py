@@ -9,6 +9,10 @@ from .geometry import ConvGeometry
 from .kernels import registry
 
 
+#: Largest input, padded input or output a call may allocate (float32 elements: 8 GiB).
+MAX_TENSOR_ELEMENTS = 2**31
+
+
 def as_input(x, name: str = "x") -> np.ndarray:
     """A float32 C-contiguous 4-D array (a correct copy if needed), or InputError."""
     if not isinstance(x, np.ndarray):
@@ -22,11 +26,9 @@ def as_input(x, name: str = "x") -> np.ndarray:
         raise InputError(f"must be 4-D (N, C, H, W), got shape {x.shape}", field=name)
     if 0 in x.shape:
         raise InputError(f"has an empty dimension: shape {x.shape}", field=name)
+    if x.size > MAX_TENSOR_ELEMENTS:  # before the float32 copy below allocates it
+        raise InputError(f"has {x.size:,} elements, more than {MAX_TENSOR_ELEMENTS:,}", field=name)
     return np.ascontiguousarray(x, dtype=np.float32)
-
-
-#: Largest padded input or output a call may allocate (float32 elements: 8 GiB).
-MAX_TENSOR_ELEMENTS = 2**31
 
 
 def check_operands(x: np.ndarray, fmt: SparseFormat, bias, geometry: ConvGeometry,

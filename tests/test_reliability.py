@@ -96,3 +96,18 @@ def test_convert_killed_mid_write_keeps_previous_file(tmp_path):
     assert out.read_bytes() == b"the previous good file"
     leftovers = [p.name for p in tmp_path.iterdir() if p.name not in ("big.pt", "out.kep")]
     assert all(n.startswith(".out.kep.") and n.endswith(".tmp") for n in leftovers)
+
+
+def test_huge_input_refused_before_any_copy():
+    import tracemalloc
+    w = np.zeros((2, 2, 1, 1), np.float32)
+    w[0, 0] = 1
+    huge = np.broadcast_to(np.float64(1), (1, 2, 40_000, 40_000))  # a view: no memory yet
+    tracemalloc.start()
+    try:
+        with pytest.raises(ks.InputError, match="elements"):
+            ks.conv2d(huge, w)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20
