@@ -233,6 +233,14 @@ def _check(y, judge: np.ndarray, tol: float) -> tuple[bool, float, str]:
     return True, err, ""
 
 
+def _release(run) -> None:
+    """Let a contender drop resources that would disturb the next one (onnxruntime's
+    spinning session: see competitors._OrtRun)."""
+    release = getattr(run, "release", None)
+    if release is not None:
+        release()
+
+
 def plan(config: BenchConfig) -> list[Case]:
     if config.stat not in STATS:
         raise UnsupportedError(f"unknown statistic {config.stat!r}; choose from {', '.join(STATS)}",
@@ -330,6 +338,7 @@ def run_bench(config: BenchConfig, progress=None, checkpoint=None) -> dict:
                     row["status"], row["detail"] = "wrong", why
                     continue
                 warm_up(run, config.warmup_s)
+                _release(run)
                 timed.append((row, c, run))
             except (UnsupportedError, BackendUnavailableError) as exc:
                 row["status"], row["detail"] = "unsupported", str(exc)
@@ -352,6 +361,8 @@ def run_bench(config: BenchConfig, progress=None, checkpoint=None) -> dict:
                                                max(1, config.max_repeats // rounds))
                 except Exception as exc:  # noqa: BLE001
                     row["status"], row["detail"] = "error", f"{type(exc).__name__}: {exc}"
+                finally:
+                    _release(run)  # no thread pool of this contender outlives its block
         for row, _, _ in timed:
             if row["status"] != "ok":
                 continue
