@@ -74,12 +74,7 @@ def load_model(spec, seed: int = 0):
         return spec
     spec = str(spec)
     if ".py:" in spec:
-        factory = _load_callable(spec, "model")
-        try:
-            model = factory()
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(f"the factory {spec!r} failed: {type(exc).__name__}: {exc}",
-                             field="model") from None
+        model = _call_spec(spec, "model", "factory")
     else:
         from ..nets import get_model
         torch.manual_seed(seed)
@@ -90,17 +85,22 @@ def load_model(spec, seed: int = 0):
     return model
 
 
+def _call_spec(spec: str, field: str, what: str):
+    """Load ``module.py:callable`` and call it; its failure is an InputError naming the spec."""
+    fn = _load_callable(spec, field)
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - user code: any failure is bad input
+        raise InputError(f"the {what} {spec!r} failed: {type(exc).__name__}: {exc}",
+                         field=field) from None
+
+
 def load_data(spec, seed: int = 0, batch_size: int = 64) -> dict:
     """``{"train": DataLoader, "test": DataLoader}`` from a spec, a dict or a pair."""
     if isinstance(spec, (str, os.PathLike)):
         spec = str(spec)
         if ".py:" in spec:
-            loader = _load_callable(spec, "data")
-            try:
-                data = loader()
-            except Exception as exc:  # noqa: BLE001
-                raise InputError(f"the loader {spec!r} failed: {type(exc).__name__}: {exc}",
-                                 field="data") from None
+            data = _call_spec(spec, "data", "loader")
         else:
             from ..nets import get_dataset
             data = get_dataset(spec, seed=seed, batch_size=batch_size)
