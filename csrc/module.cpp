@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -74,34 +75,45 @@ template <typename Plan>
 py::array_t<float> run(const Plan& plan, const std::string& isa, const carray<float>& x,
                        std::optional<carray<float>> bias, std::pair<int, int> stride,
                        std::tuple<int, int, int, int> padding, std::pair<int, int> dilation,
-                       std::pair<long, long> out_hw, bool relu, int threads) {
+                       std::pair<long, long> out_hw, bool relu, int threads,
+                       std::optional<carray<float>> residual) {
     if (x.ndim() != 4) throw py::value_error("x must be 4-D (N, C, H, W)");
-    const long N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3);
-    if (C != plan.Ctot) throw py::value_error("x has a channel count the plan was not built for");
-    if (N <= 0 || H <= 0 || W <= 0) throw py::value_error("x has an empty dimension");
-    const auto [sh, sw] = stride;
-    const auto [dh, dw] = dilation;
-    const auto [pt, pb, pl, pr] = padding;
-    if (sh < 1 || sw < 1 || dh < 1 || dw < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0)
+    kepsparse::ConvArgs a;
+    a.N = x.shape(0);
+    a.H = x.shape(2);
+    a.W = x.shape(3);
+    if (x.shape(1) != plan.Ctot) throw py::value_error("x has a channel count the plan was not built for");
+    if (a.N <= 0 || a.H <= 0 || a.W <= 0) throw py::value_error("x has an empty dimension");
+    std::tie(a.sh, a.sw) = stride;
+    std::tie(a.dh, a.dw) = dilation;
+    std::tie(a.pt, a.pb, a.pl, a.pr) = padding;
+    if (a.sh < 1 || a.sw < 1 || a.dh < 1 || a.dw < 1 || a.pt < 0 || a.pb < 0 || a.pl < 0 || a.pr < 0)
         throw py::value_error("stride/dilation must be >= 1 and padding >= 0");
-    const float* bp = nullptr;
     if (bias) {
-        if (bias->size() != plan.O) throw py::value_error("bias length != output channels");
-        bp = bias->data();
+        if (bias->ndim() != 1 || bias->size() != plan.O)
+            throw py::value_error("bias length != output channels");
+        a.bias = bias->data();
     }
-    const auto [Ho, Wo] = out_hw;
-    if (Ho <= 0 || Wo <= 0) throw py::value_error("empty output");
-    py::array_t<float> y({N, (long)plan.O, Ho, Wo});
-    float* yp = y.mutable_data();
-    const float* xp = x.data();
+    std::tie(a.Ho, a.Wo) = out_hw;
+    if (a.Ho <= 0 || a.Wo <= 0) throw py::value_error("empty output");
+    if (residual) {
+        const carray<float>& r = *residual;
+        if (r.ndim() != 4 || r.shape(0) != a.N || r.shape(1) != plan.O || r.shape(2) != a.Ho ||
+            r.shape(3) != a.Wo)
+            throw py::value_error("residual must have the output's shape (N, O, Ho, Wo)");
+        a.residual = r.data();
+    }
+    a.relu = relu;
+    a.threads = threads;
+    py::array_t<float> y({a.N, (long)plan.O, a.Ho, a.Wo});
+    a.y = y.mutable_data();
+    a.x = x.data();
     {
         py::gil_scoped_release release;
         if constexpr (std::is_same_v<Plan, SpconvPlan>)
-            kepsparse::spconv_run(plan, isa, xp, N, H, W, bp, yp, Ho, Wo, sh, sw, pt, pb, pl, pr,
-                                  dh, dw, relu, threads);
+            kepsparse::spconv_run(plan, isa, a);
         else
-            kepsparse::spconv_run_groups(plan, isa, xp, N, H, W, bp, yp, Ho, Wo, sh, sw, pt, pb,
-                                         pl, pr, dh, dw, relu, threads);
+            kepsparse::spconv_run_groups(plan, isa, a);
     }
     return y;
 }
@@ -149,9 +161,11 @@ PYBIND11_MODULE(_core, m) {
     m.def("spconv_run", &run<kepsparse::GroupPlan>, py::arg("plan"), py::arg("isa"), py::arg("x"),
           py::arg("bias"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
           py::arg("out_hw"), py::arg("relu") = false, py::arg("threads") = 0,
-          "sparse conv2d of float32 NCHW x with a pattern-group plan; releases the GIL");
+          py::arg("residual") = py::none(),
+          "act(conv2d(x) + bias + residual) of float32 NCHW x with a pattern-group plan; "
+          "releases the GIL");
     m.def("spconv_run", &run<SpconvPlan>, py::arg("plan"), py::arg("isa"), py::arg("x"), py::arg("bias"),
           py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("out_hw"),
-          py::arg("relu") = false, py::arg("threads") = 0,
-          "sparse conv2d of float32 NCHW x with a plan; releases the GIL");
+          py::arg("relu") = false, py::arg("threads") = 0, py::arg("residual") = py::none(),
+          "act(conv2d(x) + bias + residual) of float32 NCHW x with a plan; releases the GIL");
 }

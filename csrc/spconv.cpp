@@ -11,6 +11,10 @@
 
 #include "cpu_features.hpp"
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 #include "spconv_api.hpp"
 #include "workpool.hpp"
 
@@ -114,11 +118,37 @@ void spconv_check_plan(const SpconvPlan& p) {
 // The last row (Hra = Hr + 1) is zeros, for such wrapped reads.
 namespace {
 
+// Short copies and fills inline (a packed row is often only 8-60 floats, where a libc call
+// costs more than the copy); long ones through libc. n <= 0 does nothing.
+inline void zero_floats(float* p, long n) {
+    if (n >= 64) { std::memset(p, 0, sizeof(float) * n); return; }
+    long k = 0;
+#if defined(__SSE2__)
+    for (; k + 4 <= n; k += 4) _mm_storeu_ps(p + k, _mm_setzero_ps());
+#endif
+    for (; k < n; ++k) p[k] = 0.0f;
+}
+
+inline void copy_floats(float* d, const float* s, long n) {
+    if (n >= 64) { std::memcpy(d, s, sizeof(float) * n); return; }
+    long k = 0;
+#if defined(__SSE2__)
+    for (; k + 4 <= n; k += 4) _mm_storeu_ps(d + k, _mm_loadu_ps(s + k));
+#endif
+    for (; k < n; ++k) d[k] = s[k];
+}
+
+// Work (see run_impl) worth giving one more thread: measured on Zen 5, 2 threads, CIFAR
+// ResNet-56 and ResNet-18 layers (benchmarks/README.md, "threads per call").
+constexpr double kWorkPerThread = 1.0e6;
+
 // One plan of either kind: bp (register blocks) or gp (pattern groups).
 void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_name,
-              const float* x, long N, long H, long W, const float* bias, float* y, long Ho,
-              long Wo, int sh, int sw, int pt, int pb, int pl, int pr, int dh, int dw, bool relu,
-              int threads) {
+              const ConvArgs& a) {
+    const float* x = a.x;
+    const long N = a.N, H = a.H, W = a.W, Ho = a.Ho, Wo = a.Wo;
+    const int sh = a.sh, sw = a.sw, pt = a.pt, pb = a.pb, pl = a.pl, pr = a.pr, dh = a.dh,
+              dw = a.dw;
     const SpconvIsa& isa = *spconv_isa_by_name(isa_name);
     const int vmax = !isa.process ? 0 : bp ? isa.vmax(bp->OB) : isa.grp_v;
     if (vmax <= 0) throw std::invalid_argument("no tile for this plan on this ISA");
@@ -200,9 +230,10 @@ void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_
     c.xr = xr;
     c.img_stride = img;
     c.off = off.data();
-    c.y = y;
-    c.bias = bias;
-    c.relu = relu;
+    c.y = a.y;
+    c.bias = a.bias;
+    c.res = a.residual;
+    c.relu = a.relu;
     c.Ho = Ho;
     c.Wo = Wo;
     c.Wr = Wr;
@@ -220,7 +251,16 @@ void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_
         c.cgb = (int)std::max<long>(1, ch / 8);
     }
 
-    const int nt = std::min(256, threads > 0 ? threads : default_threads());
+    // Threads: at most one per kWorkPerThread of work. Handing work to a helper and joining
+    // it costs a few microseconds, as much as a small layer takes on one core (CIFAR
+    // ResNet layers at batch 1 take ~5 us), so small calls run on fewer threads.
+    // work ~ FMA lanes (stored weights x output pixels) + floats packed and written.
+    const double lanes_per_pixel = bp ? (double)bp->ck.size() * bp->OB
+                                      : (double)gp->ch_o.size() * 4.0;
+    const double work = lanes_per_pixel * (double)npix * N + (double)N * C * PS +
+                        (double)N * (bp ? bp->O : gp->O) * npix;
+    const int nt_max = std::min(256, a.threads > 0 ? a.threads : default_threads());
+    const int nt = (int)std::max(1.0, std::min((double)nt_max, work / kWorkPerThread));
     const long nblocks = bp ? bp->nblocks : gp->nchunks;
     const long base_items = N * ntiles;
     long nchunks = std::max<long>(1, (4L * nt + base_items - 1) / base_items);
@@ -242,39 +282,42 @@ void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_
         const float* src = x + nc * H * W;
         float* dst = xr + nc * PS;
         if (sw == 1 && sh == 1) {
-            std::memset(dst, 0, sizeof(float) * pt * Wr);
-            float* row = dst + pt * Wr;
+            // top rows and row 0's left gap, then per data row: the row, then the gap that is
+            // this row's right padding and the next row's left padding (Wr - W floats)
+            zero_floats(dst, pt * Wr + pl);
+            float* row = dst + pt * Wr + pl;
             for (long h = 0; h < H; ++h, row += Wr) {
-                std::memset(row, 0, sizeof(float) * pl);
-                std::memcpy(row + pl, src + h * W, sizeof(float) * W);
-                std::memset(row + pl + W, 0, sizeof(float) * (Wr - pl - W));
+                copy_floats(row, src + h * W, W);
+                zero_floats(row + W, Wr - W);
             }
-            std::memset(row, 0, sizeof(float) * (PS - (pt + H) * Wr));
+            zero_floats(row, PS - (pt + H) * Wr - pl);
         } else {
+            // data columns of phase b: q in [qlo, qhi) reads source column q*sw + b - pl
             for (long a = 0; a < sh; ++a)
                 for (long b = 0; b < sw; ++b) {
                     float* ph = dst + (a * sw + b) * Hra * Wr;
+                    const long qlo = std::min<long>(Wr, std::max<long>(0, (pl - b + sw - 1) / sw));
+                    const long last = W - 1 + pl - b;  // q*sw <= last (floor: last may be < 0)
+                    const long qhi =
+                        last < 0 ? qlo : std::max<long>(qlo, std::min<long>(Wr, last / sw + 1));
                     for (long r = 0; r < Hra; ++r) {
                         const long R = r * sh + a - pt;  // data row
                         float* drow = ph + r * Wr;
                         if (R < 0 || R >= H) {
-                            std::memset(drow, 0, sizeof(float) * Wr);
+                            zero_floats(drow, Wr);
                             continue;
                         }
-                        const float* srow = src + R * W;
+                        const float* srow = src + R * W + (qlo * sw + b - pl);
+                        zero_floats(drow, qlo);
                         if (sw == 1) {
-                            std::memset(drow, 0, sizeof(float) * pl);
-                            std::memcpy(drow + pl, srow, sizeof(float) * W);
-                            std::memset(drow + pl + W, 0, sizeof(float) * (Wr - pl - W));
+                            copy_floats(drow + qlo, srow, qhi - qlo);
                         } else {
-                            for (long q = 0; q < Wr; ++q) {
-                                const long u = q * sw + b - pl;
-                                drow[q] = (u >= 0 && u < W) ? srow[u] : 0.0f;
-                            }
+                            for (long q = 0; q < qhi - qlo; ++q) drow[qlo + q] = srow[q * sw];
                         }
+                        zero_floats(drow + qhi, Wr - qhi);
                     }
                 }
-            std::memset(dst + nph * Hra * Wr, 0, sizeof(float) * (PS - nph * Hra * Wr));
+            zero_floats(dst + nph * Hra * Wr, PS - nph * Hra * Wr);
         }
     };
 
@@ -301,19 +344,12 @@ void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_
 
 }  // namespace
 
-void spconv_run(const SpconvPlan& plan, const std::string& isa, const float* x, long N, long H,
-                long W, const float* bias, float* y, long Ho, long Wo, int sh, int sw, int pt,
-                int pb, int pl, int pr, int dh, int dw, bool relu, int threads) {
-    run_impl(&plan, nullptr, isa, x, N, H, W, bias, y, Ho, Wo, sh, sw, pt, pb, pl, pr, dh, dw,
-             relu, threads);
+void spconv_run(const SpconvPlan& plan, const std::string& isa, const ConvArgs& a) {
+    run_impl(&plan, nullptr, isa, a);
 }
 
-void spconv_run_groups(const GroupPlan& plan, const std::string& isa, const float* x, long N,
-                       long H, long W, const float* bias, float* y, long Ho, long Wo, int sh,
-                       int sw, int pt, int pb, int pl, int pr, int dh, int dw, bool relu,
-                       int threads) {
-    run_impl(nullptr, &plan, isa, x, N, H, W, bias, y, Ho, Wo, sh, sw, pt, pb, pl, pr, dh, dw,
-             relu, threads);
+void spconv_run_groups(const GroupPlan& plan, const std::string& isa, const ConvArgs& a) {
+    run_impl(nullptr, &plan, isa, a);
 }
 
 void group_check_plan(const GroupPlan& p) {

@@ -90,6 +90,7 @@ struct SpconvCtx {
     const int32_t* off = nullptr;  // [Ctot*KK] offset of entry key in an image of xr
     float* y = nullptr;            // (N, O, Ho, Wo)
     const float* bias = nullptr;   // (O,) or null
+    const float* res = nullptr;    // (N, O, Ho, Wo) added before the ReLU, or null
     bool relu = false;
     long Ho = 0, Wo = 0, Wr = 0;   // output size, row pitch of the flat pixel index
     long npix = 0;                 // Ho * Wr

@@ -21,6 +21,14 @@ inline vec_t vload(const float* p) { return _mm256_loadu_ps(p); }
 inline void vstore(float* p, vec_t v) { _mm256_storeu_ps(p, v); }
 inline vec_t vset1(float x) { return _mm256_set1_ps(x); }
 inline vec_t vfma(vec_t a, vec_t b, vec_t acc) { return _mm256_fmadd_ps(a, b, acc); }
+inline vec_t vadd(vec_t a, vec_t b) { return _mm256_add_ps(a, b); }
+// max(0, v); a NaN v stays NaN (vmaxps returns its second operand when either is NaN)
+inline vec_t vrelu(vec_t v) { return _mm256_max_ps(_mm256_setzero_ps(), v); }
+inline __m256i first_n(int m) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(m), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+inline vec_t vload_n(const float* p, int m) { return _mm256_maskload_ps(p, first_n(m)); }
+inline void vstore_n(float* p, vec_t v, int m) { _mm256_maskstore_ps(p, first_n(m), v); }
 
 #include "spconv_tile.inc"
 

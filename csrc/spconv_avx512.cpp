@@ -10,6 +10,9 @@
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx2,fma")
+// GCC 12 warns that _mm512_undefined_ps() (inside _mm512_max_ps) is uninitialised: it is
+// meant to be; the warning is a known false positive.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace kepsparse {
 namespace {
@@ -22,6 +25,12 @@ inline vec_t vload(const float* p) { return _mm512_loadu_ps(p); }
 inline void vstore(float* p, vec_t v) { _mm512_storeu_ps(p, v); }
 inline vec_t vset1(float x) { return _mm512_set1_ps(x); }
 inline vec_t vfma(vec_t a, vec_t b, vec_t acc) { return _mm512_fmadd_ps(a, b, acc); }
+inline vec_t vadd(vec_t a, vec_t b) { return _mm512_add_ps(a, b); }
+// max(0, v); a NaN v stays NaN (vmaxps returns its second operand when either is NaN)
+inline vec_t vrelu(vec_t v) { return _mm512_max_ps(_mm512_setzero_ps(), v); }
+inline __mmask16 first_n(int m) { return (__mmask16)((1u << m) - 1u); }
+inline vec_t vload_n(const float* p, int m) { return _mm512_maskz_loadu_ps(first_n(m), p); }
+inline void vstore_n(float* p, vec_t v, int m) { _mm512_mask_storeu_ps(p, first_n(m), v); }
 
 #include "spconv_tile.inc"
 

@@ -15,6 +15,17 @@ inline vec_t vload(const float* p) { vec_t v; std::memcpy(&v, p, sizeof v); retu
 inline void vstore(float* p, vec_t v) { std::memcpy(p, &v, sizeof v); }
 inline vec_t vset1(float x) { return vec_t{x, x, x, x}; }
 inline vec_t vfma(vec_t a, vec_t b, vec_t acc) { return acc + a * b; }
+inline vec_t vadd(vec_t a, vec_t b) { return a + b; }
+inline vec_t vrelu(vec_t v) {  // max(0, v); NaN stays NaN
+    for (int l = 0; l < LANES; ++l) v[l] = v[l] < 0.0f ? 0.0f : v[l];
+    return v;
+}
+inline vec_t vload_n(const float* p, int m) {
+    vec_t v = vzero();
+    std::memcpy(&v, p, sizeof(float) * m);
+    return v;
+}
+inline void vstore_n(float* p, vec_t v, int m) { std::memcpy(p, &v, sizeof(float) * m); }
 
 #include "spconv_tile.inc"
 

@@ -22,6 +22,19 @@ namespace {
 
 constexpr auto kSpin = std::chrono::microseconds(200);  // helpers' busy wait after a job
 
+// Protocol (one job at a time, call_m_):
+//  - publish: under m_, the caller waits until no helper is registered (active_ == 0),
+//    writes fn_/total_, resets next_ and bumps gen_; sleeping helpers are woken.
+//  - a helper that sees a new gen_ registers under m_ (active_++, only if gen_ is still the
+//    one it saw), then claims items with an atomic fetch_add on next_ (no lock per item)
+//    and deregisters (active_--, no lock). Since publishing waits for active_ == 0 under
+//    the same lock registration takes, a registered helper's fn_/total_/next_ are its job's.
+//  - the caller claims items the same way, then waits (spinning, then yielding) only for
+//    items helpers have already claimed. A helper that registers late finds no item left
+//    and never calls fn.
+// active_ and next_ use sequentially consistent operations: a helper's registration comes
+// before its claims, and the caller's last claim before its check of active_, in one total
+// order; so a helper holding an item is always seen by the caller's final wait.
 class Pool {
   public:
     void run(long n, int helpers, const std::function<void(long, int)>& fn) {
@@ -30,70 +43,70 @@ class Pool {
             for (long i = 0; i < n; ++i) fn(i, 0);
             return;
         }
-        std::unique_lock<std::mutex> lk(m_);
-        while ((int)threads_.size() < helpers) {
-            const int slot = (int)threads_.size() + 1;
-            const uint64_t g = gen_;  // the job published below is new to this helper
-            threads_.emplace_back([this, slot, g] { loop(slot, g); });
-            threads_.back().detach();
+        bool wake = false;
+        {
+            std::unique_lock<std::mutex> lk(m_);
+            while ((int)threads_.size() < helpers) {
+                const int slot = (int)threads_.size() + 1;
+                const uint64_t g = gen_.load(std::memory_order_relaxed);
+                threads_.emplace_back([this, slot, g] { loop(slot, g); });
+                threads_.back().detach();
+            }
+            while (active_.load(std::memory_order_acquire) != 0) wait_briefly();
+            fn_ = &fn;
+            total_ = n;
+            allowed_ = helpers;
+            next_.store(0, std::memory_order_relaxed);
+            gen_.fetch_add(1, std::memory_order_release);
+            wake = sleepers_ > 0;
         }
-        fn_ = &fn;
-        next_ = 0;
-        total_ = n;
-        allowed_ = helpers;
-        ++gen_;
-        gen_seen_.store(gen_, std::memory_order_release);
-        lk.unlock();
-        cv_.notify_all();
-        lk.lock();
-        while (next_ < total_) {
-            const long i = next_++;
-            ++active_;
-            lk.unlock();
-            fn(i, 0);
-            lk.lock();
-            --active_;
+        if (wake) cv_.notify_all();
+        for (long i; (i = next_.fetch_add(1)) < n;) fn(i, 0);
+        for (int k = 0; active_.load() != 0; ++k) {
+            if (k < 4096) KEPSPARSE_PAUSE(); else std::this_thread::yield();
         }
-        done_cv_.wait(lk, [this] { return active_ == 0; });
-        fn_ = nullptr;
     }
 
   private:
+    static void wait_briefly() {
+        for (int k = 0; k < 16; ++k) KEPSPARSE_PAUSE();
+    }
+
     void loop(int slot, uint64_t seen) {
-        std::unique_lock<std::mutex> lk(m_);
         for (;;) {
-            lk.unlock();
+            // wait for a new job: spin for kSpin, then sleep
             const auto until = std::chrono::steady_clock::now() + kSpin;
-            while (gen_seen_.load(std::memory_order_acquire) == seen &&
+            while (gen_.load(std::memory_order_acquire) == seen &&
                    std::chrono::steady_clock::now() < until) {
                 for (int k = 0; k < 64; ++k) KEPSPARSE_PAUSE();
             }
-            lk.lock();
-            cv_.wait(lk, [&] { return gen_ != seen; });
-            seen = gen_;
-            if (slot > allowed_) continue;
-            while (fn_ && next_ < total_) {
-                const long i = next_++;
-                ++active_;
-                const std::function<void(long, int)>* f = fn_;
-                lk.unlock();
-                (*f)(i, slot);
-                lk.lock();
-                --active_;
+            std::unique_lock<std::mutex> lk(m_);
+            if (gen_.load(std::memory_order_relaxed) == seen) {
+                ++sleepers_;
+                cv_.wait(lk, [&] { return gen_.load(std::memory_order_relaxed) != seen; });
+                --sleepers_;
             }
-            if (active_ == 0) done_cv_.notify_all();
+            seen = gen_.load(std::memory_order_relaxed);
+            if (slot > allowed_) continue;
+            active_.fetch_add(1);  // registered (m_ is held); seq_cst, see below
+            const std::function<void(long, int)>* f = fn_;
+            const long n = total_;
+            lk.unlock();
+            for (long i; (i = next_.fetch_add(1)) < n;) (*f)(i, slot);
+            active_.fetch_sub(1);
         }
     }
 
     std::mutex call_m_;  // one job at a time
-    std::mutex m_;
-    std::condition_variable cv_, done_cv_;
+    std::mutex m_;       // publishing a job, registering for it, going to sleep
+    std::condition_variable cv_;
     std::vector<std::thread> threads_;
-    const std::function<void(long, int)>* fn_ = nullptr;
-    long next_ = 0, total_ = 0;
-    int active_ = 0, allowed_ = 0;
-    uint64_t gen_ = 0;
-    std::atomic<uint64_t> gen_seen_{0};
+    const std::function<void(long, int)>* fn_ = nullptr;  // guarded by m_ (see above)
+    long total_ = 0;
+    int allowed_ = 0, sleepers_ = 0;
+    std::atomic<uint64_t> gen_{0};
+    std::atomic<long> next_{0};
+    std::atomic<int> active_{0};
 };
 
 Pool& pool() {

@@ -36,4 +36,6 @@ class GroupPlan:
 def spconv_run(plan: SpconvPlan | GroupPlan, isa: str, x: npt.NDArray[np.float32],
                bias: npt.NDArray[np.float32] | None, stride: Sequence[int],
                padding: Sequence[int], dilation: Sequence[int], out_hw: Sequence[int],
-               relu: bool = False, threads: int = 0) -> npt.NDArray[np.float32]: ...
+               relu: bool = False, threads: int = 0,
+               residual: npt.NDArray[np.float32] | None = None) -> npt.NDArray[np.float32]:
+    """act(conv2d(x) + bias + residual); residual has the output's shape (N, O, Ho, Wo)."""

@@ -91,21 +91,31 @@ def check_threads(threads) -> int | None:
 
 
 def run_prepared(kernel: registry.Kernel, prepared, fmt: SparseFormat, x: np.ndarray, bias,
-                 geometry: ConvGeometry, relu: bool, threads) -> np.ndarray:
-    """Run an already selected and prepared kernel on validated operands.
+                 geometry: ConvGeometry, relu: bool, threads, residual=None) -> np.ndarray:
+    """Run an already selected and prepared kernel on validated operands:
+    act(conv(x) + bias + residual), act = ReLU if ``relu``; ``residual`` (optional) is a
+    float32 C-contiguous array of the output's shape (validated by the caller).
 
     A sparse kernel skips pruned positions, so a NaN/Inf input under a zero weight would
     vanish; dense convolution propagates it (0 * inf = nan). Inputs that are not all finite
     therefore run with dense semantics (the reference on the dense weight), as torch would.
     Every path that runs a kernel (conv2d, SparseConv, the graph runtime, the torch drop-in)
-    comes through here.
+    comes through here. Kernels without ``fuses_residual`` get the add done here, in the
+    same order (conv + bias, then + residual, then the ReLU).
     """
     if not all_finite(x):
         from .formats import DenseFormat
-        reference = registry.get("any_f32_ref")
-        return reference.run(reference.prepare(DenseFormat(fmt.to_dense())), x, bias, geometry,
-                             relu, threads)
-    return kernel.run(prepared, x, bias, geometry, relu, threads)
+        kernel = registry.get("any_f32_ref")
+        prepared = kernel.prepare(DenseFormat(fmt.to_dense()))
+    if residual is None:
+        return kernel.run(prepared, x, bias, geometry, relu, threads)
+    if kernel.fuses_residual:
+        return kernel.run(prepared, x, bias, geometry, relu, threads, residual=residual)
+    y = kernel.run(prepared, x, bias, geometry, False, threads)
+    np.add(y, residual, out=y)
+    if relu:
+        np.maximum(y, np.float32(0.0), out=y)
+    return y
 
 
 def run_conv(fmt: SparseFormat, x: np.ndarray, bias, geometry: ConvGeometry, backend: str,

@@ -72,6 +72,11 @@ def conv_cases() -> Iterator[dict]:
     yield dict(stride=(1, 2), padding=(2, 1), dilation=(2, 1), batch=1, hw=(12, 14))
     yield dict(stride=1, padding=(0, 1, 2, 1), dilation=1, batch=1, hw=(10, 9))
     yield dict(stride=1, padding=3, dilation=1, batch=1, hw=(1, 1))
+    # strided packing corners: left padding wider than the stride, inputs narrower than a
+    # stride, stride wider than the kernel (input columns no output reads)
+    yield dict(stride=2, padding=(0, 1, 3, 0), dilation=1, batch=1, hw=(5, 1))
+    yield dict(stride=(2, 3), padding=(1, 1, 2, 2), dilation=(1, 2), batch=2, hw=(6, 2))
+    yield dict(stride=4, padding=0, dilation=1, batch=1, hw=(21, 33))
 
 
 def case_id(case: dict) -> str:

@@ -314,7 +314,7 @@ def _make_prepare(isa: str, kind: str = "blocks"):
     return prepare
 
 
-def run(prepared: _Prepared, x, bias, geometry, relu=False, threads=None):
+def run(prepared: _Prepared, x, bias, geometry, relu=False, threads=None, residual=None):
     O, Cg, KH, KW = prepared.fmt.shape
     Ho, Wo = geometry.output_size(x.shape[2], x.shape[3], KH, KW)
     if prepared.kind == "blocks":
@@ -323,7 +323,7 @@ def run(prepared: _Prepared, x, bias, geometry, relu=False, threads=None):
         plan = prepared.plan(geometry.groups, _group_chunk(O, x.shape[0], Ho, Wo, threads))
     return _core.spconv_run(plan, prepared.isa, x, bias, tuple(geometry.stride),
                             tuple(geometry.padding), tuple(geometry.dilation), (Ho, Wo),
-                            bool(relu), 0 if threads is None else int(threads))
+                            bool(relu), 0 if threads is None else int(threads), residual)
 
 
 _TILE_NAMES = {"avx512": "o1to8x128", "avx2": "o1to4x64", "generic": "o1to4x32"}
@@ -342,6 +342,7 @@ for _fmt in ("pattern", "csr", "dense"):
                          f"{_TILE_NAMES[_isa].split('x')[1]} pixels"),
             available=(lambda isa=_isa, needs=_needs: _isa_reason(isa, needs)),
             priority=100 + _bonus if _fmt != "dense" else 50 + _bonus,
+            fuses_residual=True,
         ))
 
 _GROUP_TILES = {"avx512": "grp4x96", "avx2": "grp4x16", "generic": "grp4x8"}
@@ -360,4 +361,5 @@ for _isa, _needs, _bonus in ISAS:
                      "feed every output channel of the group"),
         available=(lambda isa=_isa, needs=_needs: _isa_reason(isa, needs)),
         priority=110 + _bonus,
+        fuses_residual=True,
     ))

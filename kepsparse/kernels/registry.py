@@ -8,6 +8,9 @@ Calling convention (the boundary has already validated everything):
     y = kernel.run(prepared, x, bias, geometry, relu, threads)
       x: float32 C-contiguous (N, C, H, W); bias: float32 (O,) or None;
       returns float32 (N, O, Ho, Wo).
+A kernel with ``fuses_residual`` also takes ``residual=`` (float32 C-contiguous, the output's
+shape) and returns act(conv + bias + residual) in one pass (a ResNet block's Conv -> Add ->
+Relu); ``conv.run_prepared`` does the add itself for the other kernels.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ class Kernel:
     supports_groups: bool = True
     available: Callable[[], str | None] = field(default=lambda: None)  # None or why not
     priority: int = 0              # higher wins in "auto"
+    fuses_residual: bool = False   # run(..., residual=r) adds r before the activation
 
     def unavailable_reason(self) -> str | None:
         return self.available()
