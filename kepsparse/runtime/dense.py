@@ -30,7 +30,8 @@ class DenseConv:
                    for i in range(self.g)]
         self.depthwise = self.g > 1 and self.Cg == 1
 
-    def __call__(self, x: np.ndarray, relu: bool = False) -> np.ndarray:
+    def __call__(self, x: np.ndarray, relu: bool = False, residual=None) -> np.ndarray:
+        """act(conv(x) + bias + residual), residual: None or an array of the output's shape."""
         N, C, H, W = x.shape
         geo = self.geometry
         Ho, Wo = geo.output_size(H, W, self.KH, self.KW)
@@ -57,6 +58,8 @@ class DenseConv:
             y = y.reshape(N, self.O, Ho, Wo)
         if self.bias is not None:
             y += self.bias[None, :, None, None]
+        if residual is not None:
+            y += residual
         if relu:
             np.maximum(y, 0, out=y)
         return y

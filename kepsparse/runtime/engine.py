@@ -25,7 +25,7 @@ from ..kernels import registry
 from ..kernels.registry import BACKENDS
 from ..model import SparseConv, SparseModel
 from .dense import DenseConv
-from .graph import Graph
+from .graph import Graph, Node
 from .ops import FUNCS, INPLACE_OPS, VIEW_OPS
 DENSE_IMPL = DenseConv.name
 
@@ -65,6 +65,7 @@ class ConvImpl:
                                        field="kernel")
             self.prepared = prepared_for(self.fmt, self.kernel)
         self.bias = None if layer.bias is None else np.ascontiguousarray(layer.bias, np.float32)
+        self._checked_shape = None  # x.shape last validated (the checks depend on it alone)
 
     @property
     def label(self) -> str:
@@ -73,16 +74,25 @@ class ConvImpl:
         t = f"@{self.choice['threads']}t" if "threads" in self.choice else ""
         return f"{self.kernel.name}[{self.choice.get('weight', 'sparse')}]{t}"
 
-    def __call__(self, x, relu=False):
-        try:
-            x = as_input(x)
-            check_operands(x, self.fmt, self.bias, self.geometry, layer=self.layer.name)
-        except KepError as exc:
-            raise exc.located(layer=self.layer.name) from None
+    def __call__(self, x, relu=False, residual=None):
+        """act(conv(x) + bias + residual); ``residual``: None or a float32 C-contiguous
+        array of the output's shape (the caller checks)."""
+        if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous
+                and x.shape == self._checked_shape):
+            try:
+                x = as_input(x)
+                check_operands(x, self.fmt, self.bias, self.geometry, layer=self.layer.name)
+            except KepError as exc:
+                raise exc.located(layer=self.layer.name) from None
+            self._checked_shape = x.shape
         if self.dense is not None:
-            return self.dense(x, relu)
+            return self.dense(x, relu, residual)
         return run_prepared(self.kernel, self.prepared, self.fmt, x, self.bias, self.geometry,
-                            relu, self.threads)
+                            relu, self.threads, residual)
+
+    def output_shape(self, x_shape) -> tuple:
+        O, _, KH, KW = self.fmt.shape
+        return (x_shape[0], O) + tuple(self.geometry.output_size(x_shape[2], x_shape[3], KH, KW))
 
 
 def _valid_choice(layer: SparseConv, choice) -> bool:
@@ -149,6 +159,8 @@ class GraphModel(SparseModel):
     def __post_init__(self):
         self._impls: dict = {}
         self._plan = None
+        #: fuse Conv -> Add [-> Relu] into one kernel call (see ``fuse_residual_adds``)
+        self.fuse_epilogues = True
 
     # ---- configuration
     def tuned_choices(self) -> dict:
@@ -187,8 +199,9 @@ class GraphModel(SparseModel):
     # ---- planning: which tensors die after which node, which inputs may be overwritten
     def _build_plan(self):
         g = self.graph
+        nodes = fuse_residual_adds(g) if self.fuse_epilogues else list(g.nodes)
         last_use: dict[str, int] = {}
-        for i, n in enumerate(g.nodes):
+        for i, n in enumerate(nodes):
             for t in n.inputs:
                 if t:
                     last_use[t] = i
@@ -196,7 +209,7 @@ class GraphModel(SparseModel):
         produced: dict[str, str] = {}
         shared: set[str] = set()
         plan = []
-        for i, n in enumerate(g.nodes):
+        for i, n in enumerate(nodes):
             dead = sorted({t for t in n.inputs if t and last_use.get(t) == i and t not in keep
                            and t not in g.constants})
             first = n.inputs[0] if n.inputs else ""
@@ -208,7 +221,7 @@ class GraphModel(SparseModel):
             for o in n.outputs:
                 produced[o] = n.op
             plan.append((n, dead, reuse))
-        self._plan = plan
+        self._plan = (self.fuse_epilogues, plan)
         return plan
 
     # ---- running
@@ -267,7 +280,8 @@ class GraphModel(SparseModel):
         threads = check_threads(threads)
         env = dict(self.graph.constants)
         env.update(self._bind_inputs(args, named))
-        plan = self._plan or self._build_plan()
+        plan = (self._plan[1] if self._plan and self._plan[0] == self.fuse_epilogues
+                else self._build_plan())
         limiter = _blas_threads(threads)
         try:
             for node, dead, reuse in plan:
@@ -277,6 +291,8 @@ class GraphModel(SparseModel):
                 try:
                     if node.op == "SparseConv":
                         y = self._conv(node, xs[0], backend, threads, capture)
+                    elif node.op == FUSED_CONV_ADD:
+                        y = self._conv_add(node, xs, backend, threads, capture)
                     elif node.op in ("Gemm", "MatMul") and threads != 1 and _small(xs):
                         with _blas_one_thread():
                             y = FUNCS[node.op](node.attrs, xs, reuse)
@@ -297,12 +313,12 @@ class GraphModel(SparseModel):
         outs = tuple(env[o] for o in self.graph.outputs)
         return outs[0] if len(outs) == 1 else outs
 
-    def _conv(self, node, x, backend, threads, capture):
+    def _conv(self, node, x, backend, threads, capture, act=None):
         a = node.attrs
         x = np.ascontiguousarray(x, dtype=np.float32)
         if capture is not None:
             capture[a["layer"]] = x
-        act = a.get("act", "none")
+        act = a.get("act", "none") if act is None else act
         relu = act == "relu" or (act == "clip" and a.get("clip_min", -np.inf) == 0.0)
         y = self.conv_impl(a["layer"], backend, threads)(x, relu=relu)
         if act == "clip":
@@ -312,6 +328,25 @@ class GraphModel(SparseModel):
             if hi is not None:
                 np.minimum(y, np.float32(hi), out=y)
         return y
+
+    def _conv_add(self, node, xs, backend, threads, capture):
+        """A fused Conv -> Add [-> Relu] (see ``fuse_residual_adds``): one kernel call when
+        the other addend has exactly the conv output's shape, else the three ops in turn."""
+        a = node.attrs
+        x = np.ascontiguousarray(xs[0], dtype=np.float32)
+        r = xs[1]
+        impl = self.conv_impl(a["layer"], backend, threads)
+        relu = a["act"] == "relu"
+        if (isinstance(r, np.ndarray) and r.dtype == np.float32 and r.flags.c_contiguous
+                and x.ndim == 4 and r.shape == impl.output_shape(x.shape)):
+            if capture is not None:
+                capture[a["layer"]] = x
+            return impl(x, relu=relu, residual=r)
+        y = self._conv(node, x, backend, threads, capture, act="none")
+        # y is this node's own fresh array (may be overwritten); r is not. a + b == b + a
+        # exactly, so the order of the original Add does not matter.
+        y = FUNCS["Add"]({}, [y, r], True)
+        return FUNCS["Relu"]({}, [y], True) if relu else y
 
     def profile(self, *args, repeats: int = 5, backend: str = "auto", threads=None,
                 **named) -> list[dict]:
@@ -333,6 +368,54 @@ class GraphModel(SparseModel):
             s["graph"] = {"nodes": len(self.graph.nodes), "ops": self.graph.op_counts(),
                           "inputs": self.graph.inputs, "outputs": self.graph.outputs}
         return s
+
+
+FUSED_CONV_ADD = "SparseConv+Add"
+
+
+def fuse_residual_adds(graph: Graph) -> list[Node]:
+    """The graph's nodes with every ``SparseConv -> Add [-> Relu]`` chain (a ResNet block's
+    last conv, its shortcut add and the block's ReLU) replaced by one FUSED_CONV_ADD node.
+
+    Fused when the conv has no activation of its own, its output feeds only that Add (and
+    is no graph output), and the Add has two distinct inputs; the Relu joins when it is the
+    Add output's only consumer. The fused node takes the Add's place in the order (both of
+    the Add's inputs exist there; the conv's input still does: liveness is computed on this
+    list) and keeps the conv's name, so timings and captures stay per layer. The result is
+    bit-identical: (conv + bias) + residual, then the ReLU, as the unfused ops compute it."""
+    nodes = list(graph.nodes)
+    use = graph.consumers()
+    outputs = set(graph.outputs)
+    producer = {o: n for n in nodes for o in n.outputs if o}
+    replace: dict[int, Node] = {}  # id(Add node) -> fused node
+    drop: set[int] = set()
+    for add in nodes:
+        if add.op != "Add" or len(add.inputs) != 2 or add.inputs[0] == add.inputs[1]:
+            continue
+        for k, t in enumerate(add.inputs):
+            conv = producer.get(t)
+            if (conv is None or conv.op != "SparseConv" or id(conv) in drop
+                    or conv.attrs.get("act", "none") != "none" or t in outputs
+                    or len(use.get(t, [])) != 1 or len(conv.outputs) != 1):
+                continue
+            other = add.inputs[1 - k]
+            if not other or producer.get(other) is conv:
+                continue
+            out, act, relu_node = add.outputs[0], "none", None
+            after = use.get(out, [])
+            if (out not in outputs and len(after) == 1 and after[0].op == "Relu"
+                    and len(after[0].inputs) == 1):
+                relu_node = after[0]
+                out, act = relu_node.outputs[0], "relu"
+            attrs = dict(conv.attrs, act=act, add=add.name,
+                         relu=relu_node.name if relu_node else None)
+            replace[id(add)] = Node(conv.name, FUSED_CONV_ADD, [conv.inputs[0], other], [out],
+                                    attrs)
+            drop.add(id(conv))
+            if relu_node is not None:
+                drop.add(id(relu_node))
+            break
+    return [replace.get(id(n), n) for n in nodes if id(n) not in drop]
 
 
 def _shape_str(shape) -> str:
