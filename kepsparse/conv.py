@@ -121,7 +121,7 @@ def run_prepared(kernel: registry.Kernel, prepared, fmt: SparseFormat, x: np.nda
 def run_conv(fmt: SparseFormat, x: np.ndarray, bias, geometry: ConvGeometry, backend: str,
              relu: bool, threads) -> np.ndarray:
     """Select the kernel for ``fmt`` on ``backend`` and run it on validated operands."""
-    kernel = registry.select(fmt.name, backend, geometry.groups)
+    kernel = registry.select_for(fmt, backend, geometry.groups)
     return run_prepared(kernel, prepared_for(fmt, kernel), fmt, x, bias, geometry, relu,
                         check_threads(threads))
 

@@ -193,9 +193,11 @@ def _values(rng, shape) -> np.ndarray:
 
 
 def _empty_planes(rng, mask_planes: np.ndarray, density: float, per_plane: int) -> np.ndarray:
-    """Zero whole planes (rows of ``mask_planes``, each keeping ``per_plane``) to reach ``density``."""
+    """Zero whole planes (rows of ``mask_planes``, each keeping ``per_plane``) to reach
+    ``density`` or just below it (the weight is at least as sparse as asked: a 50 % case
+    must not land at 49.99 %, where ``pack(w, "auto")`` keeps a layer dense)."""
     n_planes, k = mask_planes.shape
-    keep_planes = int(round(density * n_planes * k / per_plane))
+    keep_planes = int(math.floor(density * n_planes * k / per_plane + 1e-9))
     keep_planes = min(max(keep_planes, 1), n_planes)
     empty = rng.permutation(n_planes)[keep_planes:]
     mask_planes[empty] = False
@@ -220,7 +222,7 @@ def make_weight(structure: str, sparsity: float, shape, seed: int) -> np.ndarray
     k = KH * KW
     density = 1.0 - sparsity
     if structure == "random":
-        n_keep = max(1, int(round(density * O * C * k)))
+        n_keep = max(1, int(math.floor(density * O * C * k + 1e-9)))  # sparsity >= asked
         mask = np.zeros(O * C * k, dtype=bool)
         mask[rng.choice(O * C * k, size=n_keep, replace=False)] = True
         mask = mask.reshape(shape)

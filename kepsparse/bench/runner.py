@@ -98,7 +98,7 @@ class AutoContender:
         if isinstance(fmt, Exception):
             raise fmt
         self.format = fmt.name
-        self.chosen = registry.select(fmt.name, "auto", geometry.groups).name
+        self.chosen = registry.select_for(fmt, "auto", geometry.groups).name
         stride, padding = geometry.stride, geometry.padding
 
         def run():

@@ -306,6 +306,25 @@ def _group_chunk(O: int, N: int, Ho: int, Wo: int, threads: int | None) -> int:
     return min(O, max(8, -(-chunk // 8) * 8))
 
 
+#: Cost of the pattern-group plan in the units of ENTRY_COST (one block entry at OB=1):
+#: per group (its input vectors loaded) and per channel entry (accumulators loaded, FMAs,
+#: stored). Fitted on Zen 5, 1 thread, the ResNet-18 and CIFAR ResNet-56 3x3 layers with
+#: KEP, filter-shared and unstructured weights at 50-95 % sparsity: choosing by
+#: min(estimate) was within 5 % of the faster plan on 150 of 156 layers, worst 18 %
+#: (benchmarks/README.md, "auto's plan choice"). Other ISAs: the same rule, unmeasured.
+GROUP_COST, GROUP_ENTRY_COST = 2.2, 1.3
+
+
+def _make_estimate(isa: str, kind: str):
+    def estimate(prepared: "_Prepared", groups: int) -> float:
+        if kind == "blocks":
+            plan = prepared.plan(groups)
+            return plan.entries * ENTRY_COST[isa][plan.OB]
+        plan = prepared.plan(groups, prepared.fmt.shape[0])  # one chunk: all channels
+        return GROUP_COST * plan.groups + GROUP_ENTRY_COST * plan.entries
+    return estimate
+
+
 def _make_prepare(isa: str, kind: str = "blocks"):
     def prepare(fmt):
         _, Cg, KH, KW = fmt.shape
@@ -343,6 +362,7 @@ for _fmt in ("pattern", "csr", "dense"):
             available=(lambda isa=_isa, needs=_needs: _isa_reason(isa, needs)),
             priority=100 + _bonus if _fmt != "dense" else 50 + _bonus,
             fuses_residual=True,
+            estimate=_make_estimate(_isa, "blocks"),
         ))
 
 _GROUP_TILES = {"avx512": "grp4x96", "avx2": "grp4x16", "generic": "grp4x8"}
@@ -362,4 +382,5 @@ for _isa, _needs, _bonus in ISAS:
         available=(lambda isa=_isa, needs=_needs: _isa_reason(isa, needs)),
         priority=110 + _bonus,
         fuses_residual=True,
+        estimate=_make_estimate(_isa, "groups"),
     ))

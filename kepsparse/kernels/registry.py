@@ -36,6 +36,9 @@ class Kernel:
     available: Callable[[], str | None] = field(default=lambda: None)  # None or why not
     priority: int = 0              # higher wins in "auto"
     fuses_residual: bool = False   # run(..., residual=r) adds r before the activation
+    # estimate(prepared, groups) -> relative cost of this layer, comparable between kernels
+    # of one backend and ISA (None: cannot say); used by select_for() to pick per layer
+    estimate: Callable[[Any, int], float | None] | None = None
 
     def unavailable_reason(self) -> str | None:
         return self.available()
@@ -118,6 +121,35 @@ def _select(format_name: str, backend: str, groups: int) -> Kernel:
         raise UnsupportedError(f"kernel {usable[0].name!r} does not support groups={groups}",
                                field="groups")
     return max(usable, key=lambda k: (k.priority, k.name))
+
+
+def select_for(fmt, backend: str = "auto", groups: int = 1) -> Kernel:
+    """``select()`` refined for one layer's weight ``fmt``: when ``backend`` is "auto" or a
+    backend name, the chosen kernel's siblings (same backend and ISA, running this format)
+    that estimate their cost compete, and the cheapest estimate wins (ties: priority).
+    E.g. the KEP pattern-group kernel against register blocks on a layer whose planes share
+    few patterns. A kernel name is taken as it is. Cached on the format object."""
+    k = select(fmt.name, backend, groups)
+    if backend not in ("auto", *BACKENDS) or k.estimate is None:
+        return k
+    cache = fmt.__dict__.setdefault("_selected_for", {})
+    key = (backend, groups)
+    if key not in cache:
+        from ..conv import prepared_for  # conv imports this module
+        best = (None, None)
+        for s in sorted(_KERNELS.values(), key=lambda s: (-s.priority, s.name)):
+            if (s.backend != k.backend or s.isa != k.isa or fmt.name not in s.formats
+                    or s.estimate is None or s.unavailable_reason() is not None
+                    or (groups != 1 and not s.supports_groups)):
+                continue
+            try:
+                cost = s.estimate(prepared_for(fmt, s), groups)
+            except UnsupportedError:
+                cost = None
+            if cost is not None and (best[0] is None or cost < best[0]):
+                best = (cost, s)
+        cache[key] = best[1] or k
+    return cache[key]
 
 
 def backend_status() -> dict[str, str | None]:

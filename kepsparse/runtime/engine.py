@@ -136,7 +136,7 @@ def default_choice(layer: SparseConv, backend: str) -> dict:
                                f"{', '.join(BACKENDS)} or a kernel name", layer=layer.name,
                                field="backend")
     try:
-        k = registry.select(layer.weight.name, backend, groups)
+        k = registry.select_for(layer.weight, backend, groups)
     except UnsupportedError as exc:
         if groups != 1 and exc.field == "groups":
             return {"impl": DENSE_IMPL}  # no kernel of this backend runs grouped convs
