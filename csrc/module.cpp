@@ -13,6 +13,7 @@
 
 #include "cpu_features.hpp"
 #include "finite_scan.hpp"
+#include "pool2d.hpp"
 #include "spconv_api.hpp"
 
 namespace py = pybind11;
@@ -136,6 +137,33 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release release;
         return kepsparse::all_finite_f32(data, n);
     }, py::arg("x"), "True when the C-contiguous float32 array holds no NaN/Inf");
+    m.def("max_pool2d", [](const carray<float>& x, std::pair<int, int> kernel,
+                           std::pair<int, int> stride, std::pair<int, int> pad_begin,
+                           std::pair<int, int> dilation, std::pair<long, long> out_hw) {
+        if (x.ndim() != 4) throw py::value_error("x must be 4-D (N, C, H, W)");
+        const long N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3);
+        const auto [kh, kw] = kernel;
+        const auto [sh, sw] = stride;
+        const auto [pt, pl] = pad_begin;
+        const auto [dh, dw] = dilation;
+        const auto [Ho, Wo] = out_hw;
+        if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || dh < 1 || dw < 1 || pt < 0 || pl < 0 ||
+            Ho < 1 || Wo < 1 || N < 1 || C < 1 || H < 1 || W < 1)
+            throw py::value_error("max_pool2d: sizes must be positive and pads >= 0");
+        // every window must start inside the padded extent the caller computed Ho/Wo from
+        if ((Ho - 1) * sh - pt >= H || (Wo - 1) * sw - pl >= W)
+            throw py::value_error("max_pool2d: output size does not fit the input");
+        py::array_t<float> y({N, C, Ho, Wo});
+        const float* xp = x.data();
+        float* yp = y.mutable_data();
+        {
+            py::gil_scoped_release release;
+            kepsparse::max_pool2d_f32(xp, N * C, H, W, yp, Ho, Wo, kh, kw, sh, sw, pt, pl, dh, dw);
+        }
+        return y;
+    }, py::arg("x"), py::arg("kernel"), py::arg("stride"), py::arg("pad_begin"),
+       py::arg("dilation"), py::arg("out_hw"),
+       "2-D max pooling of float32 NCHW x (positions outside x ignored; NaN propagates)");
     m.def("openmp_max_threads", &kepsparse::openmp_max_threads,
           "OpenMP's default thread count (1 when built without OpenMP)");
 

@@ -311,6 +311,8 @@ void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_
                         zero_floats(drow, qlo);
                         if (sw == 1) {
                             copy_floats(drow + qlo, srow, qhi - qlo);
+                        } else if (sw == 2) {  // constant stride: the compiler vectorises it
+                            for (long q = 0; q < qhi - qlo; ++q) drow[qlo + q] = srow[2 * q];
                         } else {
                             for (long q = 0; q < qhi - qlo; ++q) drow[qlo + q] = srow[q * sw];
                         }

@@ -39,3 +39,9 @@ def spconv_run(plan: SpconvPlan | GroupPlan, isa: str, x: npt.NDArray[np.float32
                relu: bool = False, threads: int = 0,
                residual: npt.NDArray[np.float32] | None = None) -> npt.NDArray[np.float32]:
     """act(conv2d(x) + bias + residual); residual has the output's shape (N, O, Ho, Wo)."""
+
+
+def max_pool2d(x: npt.NDArray[np.float32], kernel: Sequence[int], stride: Sequence[int],
+               pad_begin: Sequence[int], dilation: Sequence[int],
+               out_hw: Sequence[int]) -> npt.NDArray[np.float32]:
+    """2-D max pooling; positions outside x are ignored, NaN propagates; releases the GIL."""

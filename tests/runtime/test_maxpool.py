@@ -1,0 +1,58 @@
+"""MaxPool: the C++ loop (float32) against the NumPy path and torch, over geometries with
+padding, ceil mode, dilation and strides, and with NaN/-inf inputs."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from kepsparse.runtime import ops
+
+pytestmark = pytest.mark.skipif(ops._core_max_pool2d is None, reason="no C++ extension")
+
+
+def _numpy_max_pool(a, x):
+    (Ho, Wo), pads, spans = ops.pool_geometry(a, x.shape[2], x.shape[3])
+    xp, _ = ops._padded(x, pads, spans, a, Ho, Wo, -np.inf)
+    return ops._separable(xp, a, Ho, Wo, np.maximum)
+
+
+GEOMETRIES = [dict(kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p], ceil_mode=c)
+              for k, s, p, c in itertools.product((1, 2, 3), (1, 2, 3), (0, 1), (0, 1)) if p < k]
+GEOMETRIES += [dict(kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 0, 1], dilations=[2, 1]),
+               dict(kernel_shape=[2, 3], strides=[1, 3], pads=[0, 1, 1, 2], dilations=[1, 2],
+                    ceil_mode=1)]
+
+
+@pytest.mark.parametrize("a", GEOMETRIES, ids=lambda a: str(sorted(a.items())).replace(" ", ""))
+def test_cpp_max_pool_equals_numpy(a):
+    rng = np.random.default_rng(0)
+    for shape in [(2, 3, 9, 11), (1, 2, 1, 5), (1, 1, 7, 1)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        try:
+            expected = _numpy_max_pool(a, x)
+        except ValueError:
+            continue  # window larger than the padded input: refused on both paths
+        y = ops.max_pool(a, [x])
+        assert y.dtype == np.float32
+        np.testing.assert_array_equal(y, expected)
+
+
+def test_nan_and_infinities_propagate_like_torch():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(1).standard_normal((1, 2, 8, 8)).astype(np.float32)
+    x[0, 0, 3, 3] = np.nan
+    x[0, 1, 0, 0] = -np.inf
+    x[0, 1, 5, 6] = np.inf
+    a = dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    y = ops.max_pool(a, [x])
+    ref = torch.nn.functional.max_pool2d(torch.from_numpy(x), 3, 2, 1).numpy()
+    np.testing.assert_array_equal(y, ref)
+    assert np.isnan(y[0, 0, 1:3, 1:3]).all()
+
+
+def test_non_float32_keeps_the_numpy_path():
+    x = np.arange(2 * 5 * 5, dtype=np.int32).reshape(1, 2, 5, 5)
+    y = ops.max_pool(dict(kernel_shape=[2, 2], strides=[2, 2]), [x])
+    assert y.dtype == np.int32 and y[0, 0, 0, 0] == 6
