@@ -12,6 +12,12 @@ whole graph is normalised into kepsparse's IR (``kepsparse/runtime/graph.py``):
 - Any operator, attribute, attribute value or dtype the runtime does not implement is refused
   here, with the node's name and op type: a model that converts runs exactly.
   The list is in ``docs/onnx_support.md``.
+
+The file is untrusted. Tensors with external data are read only from regular files inside
+the model's own folder (relative location, no symlink out of it), only the byte range the
+tensor's dims need; an in-memory ``ModelProto`` with external references is refused (no
+folder to confine them to). Every tensor's dims must match the data it holds, which bounds
+every allocation by the file's size.
 """
 from __future__ import annotations
 
@@ -29,19 +35,135 @@ from ..runtime.graph import DTYPES, OPS, Graph, Node, check_node_attrs, check_po
 def load_onnx(path: Path):
     import onnx
     try:
-        return onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf decode errors have many types
         raise ConvertError(f"cannot read as an ONNX model: {type(exc).__name__}: {exc}",
                            path=path) from None
+    for tensor in _all_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            _read_external(tensor, Path(path))
+    return model
+
+
+def _all_tensors(model_proto):
+    """Every TensorProto of the model: initializers and attribute tensors, at any depth
+    (subgraphs, functions), including the parts of sparse tensors."""
+    def of_sparse(sp):
+        yield sp.values
+        yield sp.indices
+
+    def of_graph(g):
+        yield from g.initializer
+        for sp in g.sparse_initializer:
+            yield from of_sparse(sp)
+        for node in g.node:
+            yield from of_node(node)
+
+    def of_node(node):
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            if a.HasField("sparse_tensor"):
+                yield from of_sparse(a.sparse_tensor)
+            for sp in a.sparse_tensors:
+                yield from of_sparse(sp)
+            if a.HasField("g"):
+                yield from of_graph(a.g)
+            for sub in a.graphs:
+                yield from of_graph(sub)
+
+    yield from of_graph(model_proto.graph)
+    for fn in model_proto.functions:
+        for node in fn.node:
+            yield from of_node(node)
+
+
+def _tensor_nbytes(tensor) -> int | None:
+    """Bytes the tensor's dims imply for its element type; None if not a fixed-size type."""
+    from onnx import helper
+    try:
+        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except Exception:  # noqa: BLE001 - unknown, string or sub-byte types
+        return None
+    if any(d < 0 for d in tensor.dims):
+        return None
+    return _prod(tensor.dims) * itemsize
+
+
+def _read_external(tensor, path: Path) -> None:
+    """Fill an external tensor's raw_data from a file confined to the model's folder."""
+    from onnx import TensorProto
+
+    def refuse(message, field="external_data"):
+        return ConvertError(f"initializer {tensor.name!r}: external data {message}", path=path,
+                            field=field)
+
+    info = {e.key: e.value for e in tensor.external_data}
+    location = info.get("location", "")
+    rel = Path(location)
+    if not location or rel.is_absolute() or ".." in rel.parts or "\x00" in location:
+        raise refuse(f"location {location!r} must be a file name relative to the model's folder")
+    folder = path.resolve().parent
+    target = (folder / rel).resolve()
+    if not target.is_relative_to(folder):
+        raise refuse(f"location {location!r} leads outside the model's folder")
+    if not target.is_file():
+        raise refuse(f"file {location!r} does not exist or is not a regular file")
+    try:
+        offset = int(info.get("offset", 0))
+        size = target.stat().st_size
+        length = int(info["length"]) if "length" in info else size - offset
+    except ValueError:
+        raise refuse("offset/length are not integers") from None
+    expected = _tensor_nbytes(tensor)
+    if expected is None:
+        raise refuse(f"of element type {tensor.data_type} is not supported")
+    if offset < 0 or length != expected or offset + length > size:
+        raise refuse(f"range offset={offset}, length={length} does not hold the {expected:,} "
+                     f"bytes of dims {list(tensor.dims)} within the file's {size:,} bytes")
+    with open(target, "rb") as f:
+        f.seek(offset)
+        data = f.read(length)
+    if len(data) != length:
+        raise refuse("file shrank while being read")
+    tensor.raw_data = data
+    del tensor.external_data[:]
+    tensor.data_location = TensorProto.DEFAULT
+
+
+def _to_array(tensor, err, what: str) -> np.ndarray:
+    """A TensorProto as a NumPy array, checked first: stored here (not external), dims that
+    match its data. ``err(message, field)`` makes the exception."""
+    from onnx import TensorProto, numpy_helper
+    if tensor.data_location == TensorProto.EXTERNAL:
+        raise err(f"{what} {tensor.name!r} has external data; convert the model from its file "
+                  "path so it can be read from the model's folder", "external_data")
+    if any(d < 0 for d in tensor.dims):
+        raise err(f"{what} {tensor.name!r} has negative dims {list(tensor.dims)}", "dims")
+    if tensor.HasField("raw_data"):
+        expected = _tensor_nbytes(tensor)
+        if expected is not None and expected != len(tensor.raw_data):
+            raise err(f"{what} {tensor.name!r}: dims {list(tensor.dims)} need {expected:,} bytes, "
+                      f"raw_data holds {len(tensor.raw_data):,}", "raw_data")
+    try:
+        return numpy_helper.to_array(tensor)
+    except Exception as exc:  # noqa: BLE001 - onnx/numpy raise many types for bad tensors
+        raise err(f"{what} {tensor.name!r} is unreadable: {type(exc).__name__}: "
+                  f"{str(exc)[:200]}", "dims") from None
 
 
 def conv_geometry(node, weight_shape, name: str) -> ConvGeometry:
     from onnx import helper
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     KH, KW = weight_shape[2:]
-    if "kernel_shape" in attrs and list(attrs["kernel_shape"]) != [KH, KW]:
+    if "kernel_shape" in attrs and _ints(attrs, "kernel_shape", None, 2, name) != [KH, KW]:
         raise ConvertError(f"kernel_shape {list(attrs['kernel_shape'])} disagrees with the "
                            f"weight's {[KH, KW]}", layer=name, field="kernel_shape")
+    group = attrs.get("group", 1)
+    if not isinstance(group, int) or isinstance(group, bool):
+        raise UnsupportedError(f"group must be an integer, got {group!r}", layer=name,
+                               field="group")
     strides = _ints(attrs, "strides", [1, 1], 2, name)
     dilations = _ints(attrs, "dilations", [1, 1], 2, name)
     auto_pad = attrs.get("auto_pad", b"NOTSET")
@@ -60,7 +182,7 @@ def conv_geometry(node, weight_shape, name: str) -> ConvGeometry:
     else:
         raise UnsupportedError(f"auto_pad={auto_pad} with strides {strides} depends on the input "
                                "size; export with explicit pads", layer=name, field="auto_pad")
-    return ConvGeometry.make(strides, pad, dilations, attrs.get("group", 1))
+    return ConvGeometry.make(strides, pad, dilations, group)
 
 
 def _ints(attrs: dict, key: str, default: list, n: int, name: str) -> list:
@@ -101,6 +223,34 @@ def _np_dtype(elem_type: int):
     return dt if str(dt) in DTYPES else None
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_float(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+_ATTR_KINDS = {"int": _is_int, "float": _is_float, "str": lambda v: isinstance(v, str),
+               "ints": lambda v: isinstance(v, list) and all(_is_int(x) for x in v),
+               "floats": lambda v: isinstance(v, list) and all(_is_float(x) for x in v)}
+# attributes the converter reads itself (old-opset forms, training-only flags), beside OPS'
+_CONVERTER_ATTRS = {"min": "float", "max": "float", "value": "float", "pads": "ints",
+                    "shape": "ints", "starts": "ints", "ends": "ints", "axes": "ints",
+                    "momentum": "float", "spatial": "int", "training_mode": "int",
+                    "is_test": "int", "storage_order": "int", "epsilon": "float", "axis": "int",
+                    "mode": "str"}
+
+
+def _check_attr_types(op: str, attrs: dict, refuse) -> None:
+    """Every attribute the converter or the runtime reads has the ONNX type it expects."""
+    known = OPS[op][0] if op in OPS else {}
+    for k, v in attrs.items():
+        kind = known.get(k) or _CONVERTER_ATTRS.get(k)
+        if kind is not None and not _ATTR_KINDS[kind](v):
+            raise refuse(f"attribute {k!r} must be of type {kind}, got {v!r}"[:300], k)
+
+
 def _attr_dict(node, where):
     from onnx import AttributeProto, helper
     out = {}
@@ -113,7 +263,11 @@ def _attr_dict(node, where):
                       AttributeProto.TYPE_PROTOS, AttributeProto.TENSORS):
             raise UnsupportedError(f"{node.op_type}: attribute {a.name!r} of this type is not "
                                    "supported", field=a.name, **where)
-        v = helper.get_attribute_value(a)
+        try:
+            v = helper.get_attribute_value(a)
+        except Exception as exc:  # noqa: BLE001 - an undefined or mismatched attribute type
+            raise UnsupportedError(f"{node.op_type}: attribute {a.name!r} is unreadable: {exc}"[:300],
+                                   field=a.name, **where) from None
         if isinstance(v, bytes):
             v = v.decode("utf-8", "replace")
         elif isinstance(v, (list, tuple)):
@@ -130,6 +284,7 @@ class _Importer:
         self.nodes: list[Node] = []
         self.convs: dict[str, tuple] = {}  # layer name -> (weight f32, bias or None, geometry)
         self.names: set[str] = set()
+        self.fold_budget = _FOLD_MAX_ELEMENTS  # elements all folded outputs may add up to
 
     def err(self, cls, message, node_name=None, op=None, field=None):
         layer = None if node_name is None else (f"{node_name} ({op})" if op else node_name)
@@ -145,18 +300,24 @@ class _Importer:
         return name
 
     def run(self) -> tuple[Graph, dict]:
-        from onnx import numpy_helper
+        from onnx import TensorProto
         g = self.proto.graph
+        for tensor in _all_tensors(self.proto):  # load_onnx has read (confined) a file's
+            if tensor.data_location == TensorProto.EXTERNAL:
+                raise self.err(ConvertError, f"tensor {tensor.name!r} has external data; "
+                               "convert the model from its file path so it can be read from "
+                               "the model's folder", field="external_data")
         for domain in {imp.domain for imp in self.proto.opset_import} - {"", "ai.onnx"}:
             if any(n.domain == domain for n in g.node):
                 raise self.err(UnsupportedError, f"operator domain {domain!r} is not supported",
                                field="domain")
         for init in g.initializer:
-            arr = numpy_helper.to_array(init)
+            arr = _to_array(init, lambda m, f: self.err(ConvertError, m, field=f), "initializer")
             if str(arr.dtype) not in DTYPES:
                 raise self.err(UnsupportedError, f"initializer {init.name!r} has dtype "
                                f"{arr.dtype}, which the runtime does not support", field="dtype")
             self.constants[init.name] = arr
+            self.fold_budget += arr.size
         if len(g.sparse_initializer):
             raise self.err(UnsupportedError, "sparse initializers are not supported",
                            field="sparse_initializer")
@@ -213,7 +374,6 @@ class _Importer:
         return name
 
     def import_node(self, i, node):
-        from onnx import numpy_helper
         op = node.op_type
         name = self.unique_name(node.name or f"{op.lower()}_{i}")
         where = dict(path=self.source, layer=f"{name} ({op})")
@@ -232,11 +392,14 @@ class _Importer:
                     raise refuse(f"attribute {k!r} is not supported", field=k)
 
         if op == "Constant":
+            if len(outputs) != 1 or not outputs[0]:
+                raise refuse("Constant needs exactly one output", field="outputs")
             if len(attrs) != 1:
                 raise refuse("Constant needs exactly one value attribute", field="value")
             (k, v), = attrs.items()
             if k == "value":
-                arr = numpy_helper.to_array(next(a.t for a in node.attribute if a.name == "value"))
+                arr = _to_array(next(a.t for a in node.attribute if a.name == "value"),
+                                lambda m, f: ConvertError(m, field=f, **where), "Constant value")
             elif k == "value_float":
                 arr = np.array(v, np.float32)
             elif k == "value_floats":
@@ -263,6 +426,7 @@ class _Importer:
             return
         if op not in OPS or op == "SparseConv":
             raise refuse(f"operator {op} is not supported")
+        _check_attr_types(op, attrs, refuse)
         keep = {}
         if op == "BatchNormalization":
             only({"epsilon", "momentum", "spatial", "training_mode", "is_test"})
@@ -323,6 +487,8 @@ class _Importer:
                 del keep["auto_pad"]
             if keep.get("auto_pad") and "pads" in keep:
                 del keep["pads"]
+            if not isinstance(keep.get("kernel_shape"), list):
+                raise refuse("kernel_shape (a list of ints) is required", "kernel_shape")
             check_pool_attrs(Node(f"{name} ({op})", op, inputs, outputs, keep),
                              err=UnsupportedError, path=self.source)
         elif op == "Slice":
@@ -343,6 +509,9 @@ class _Importer:
         else:
             keep = dict(attrs)
         n = Node(name, op, inputs, outputs, keep)
+        required = OPS[op][1][0]
+        if len(inputs) < required or not all(inputs[:required]):
+            raise refuse(f"{op} needs {required} input(s), got {inputs}", "inputs")
         while n.inputs and n.inputs[-1] == "":
             n.inputs.pop()  # trailing omitted optional inputs
         try:
@@ -356,13 +525,18 @@ class _Importer:
         """Evaluate a node whose inputs are all constants (ONNX reference implementation);
         None when it cannot be folded (then it is imported, or refused, as usual).
 
-        The output size is checked before evaluating whenever it follows from the constant
-        inputs (ConstantOfShape, Expand, Tile, Range, and whatever ONNX shape inference can
-        tell), so a tiny file cannot make the converter allocate a huge tensor."""
+        The output size is computed before evaluating (ConstantOfShape, Expand, Tile, Range,
+        and whatever ONNX shape inference can tell); a node whose output size cannot be
+        predicted is not evaluated here (e.g. Resize with scales, where inference does not
+        know the opset). Each output is at most _FOLD_MAX_ELEMENTS and all folded outputs
+        together at most that plus the elements of the initializers, so a tiny file cannot
+        make the converter allocate a huge tensor, nor many large ones."""
         feeds = {t: self.constants[t] for t in inputs if t}
         size = _fold_output_elements(node, [self.constants[t] if t else None for t in inputs],
                                      feeds, self.opset)
-        if size is not None and size > _FOLD_MAX_ELEMENTS:
+        if size is None:
+            return None
+        if size > min(_FOLD_MAX_ELEMENTS, self.fold_budget):
             raise self._too_large(node, name, size)
         try:
             from onnx.reference import ReferenceEvaluator
@@ -372,21 +546,27 @@ class _Importer:
             return None
         values = [np.asarray(v) for v in values]
         for v in values:
-            if v.size > _FOLD_MAX_ELEMENTS:
+            if v.size > min(_FOLD_MAX_ELEMENTS, self.fold_budget):
                 raise self._too_large(node, name, v.size)
+            self.fold_budget -= v.size
         if any(str(v.dtype) not in DTYPES for v in values):
             return None
         return values
 
     def _too_large(self, node, name, size):
+        limit = min(_FOLD_MAX_ELEMENTS, self.fold_budget)
+        why = "" if limit == _FOLD_MAX_ELEMENTS else \
+            ", what is left of the model's budget for folded constants"
         return UnsupportedError(f"its constant output would hold {size:,} elements (more than "
-                                f"{_FOLD_MAX_ELEMENTS:,})", path=self.source,
+                                f"{max(limit, 0):,}{why})", path=self.source,
                                 layer=f"{name} ({node.op_type})", field="output")
 
     def import_conv(self, name, node, attrs, inputs, outputs, where):
         for k in attrs:
             if k not in _CONV_ATTRS:
                 raise UnsupportedError(f"attribute {k!r} is not supported", field=k, **where)
+        if not inputs or not inputs[0]:
+            raise ConvertError("Conv node has no input X", field="X", **where)
         if len(inputs) < 2 or inputs[1] not in self.constants:
             raise ConvertError(f"Conv node's weight {inputs[1] if len(inputs) > 1 else ''!r} "
                                "is not an initializer or Constant", field="W", **where)

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import ConvertError, KepError
 from ..formats import pack
+from ..formats.base import check_shape
 from ..model import SparseConv, SparseModel
 
 
@@ -28,6 +29,8 @@ def _is_float(dtype: np.dtype) -> bool:
 
 def _float_array(tensors, key, source) -> np.ndarray:
     a = tensors[key]
+    if not isinstance(a, np.ndarray):
+        raise ConvertError(f"tensor {key!r} could not be read", path=source, field=key)
     if not _is_float(a.dtype):
         raise ConvertError(f"tensor {key!r} has dtype {a.dtype}; conv weights must be floating "
                            "point (quantized checkpoints are not supported)", path=source,
@@ -40,19 +43,25 @@ def layers_from_tensors(tensors: dict[str, np.ndarray], source, format: str, min
     model = SparseModel()
     for key in tensors:  # source order
         prefix, leaf = _split(key)
-        if leaf == "weight_orig" and tensors[key].ndim == 4:
+        if leaf in ("weight_orig", "weight") and getattr(tensors[key], "ndim", 0) == 4:
+            try:  # before any copy: positive dims, fewer than 2**31 elements
+                check_shape(tensors[key].shape)
+            except KepError as exc:
+                raise ConvertError(exc.message, path=source, layer=prefix or "conv",
+                                   field=key) from None
+        if leaf == "weight_orig" and getattr(tensors[key], "ndim", 0) == 4:
             mask_key = f"{prefix}.weight_mask" if prefix else "weight_mask"
             if mask_key not in tensors:
                 raise ConvertError(f"{key!r} has no matching {mask_key!r}", path=source,
                                    layer=prefix or key, field="weight_mask")
             orig = _float_array(tensors, key, source)
-            mask = np.asarray(tensors[mask_key])
-            if mask.shape != orig.shape:
+            mask = tensors[mask_key]
+            if not isinstance(mask, np.ndarray) or mask.shape != orig.shape:
                 raise ConvertError(f"mask shape {mask.shape} != weight shape {orig.shape}",
                                    path=source, layer=prefix, field="weight_mask")
             mask = mask != 0
             weight = np.where(mask, orig, np.float32(0))
-        elif leaf == "weight" and tensors[key].ndim == 4:
+        elif leaf == "weight" and getattr(tensors[key], "ndim", 0) == 4:
             weight, mask = _float_array(tensors, key, source), None
         else:
             continue
@@ -73,7 +82,12 @@ def _bias(tensors, prefix, n_out, source):
     def key(leaf):
         return f"{prefix}.{leaf}" if prefix else leaf
     if key("bias_orig") in tensors and key("bias_mask") in tensors:
-        b = _float_array(tensors, key("bias_orig"), source) * (np.asarray(tensors[key("bias_mask")]) != 0)
+        b = _float_array(tensors, key("bias_orig"), source)
+        mask = tensors[key("bias_mask")]
+        if not isinstance(mask, np.ndarray) or mask.shape != b.shape:
+            raise ConvertError(f"mask shape {getattr(mask, 'shape', None)} != bias shape {b.shape}",
+                               path=source, layer=prefix, field="bias_mask")
+        b = b * (mask != 0)
     elif key("bias") in tensors:
         b = _float_array(tensors, key("bias"), source)
     else:
