@@ -278,6 +278,7 @@ class _Prepared:
         self.isa = isa
         self.kind = kind
         self.plans: dict[tuple, object] = {}
+        self.calls: dict[tuple, tuple] = {}  # (x.shape, geometry, threads) -> call arguments
         self._lock = threading.Lock()
 
     def plan(self, groups: int, och: int | None = None):
@@ -334,15 +335,24 @@ def _make_prepare(isa: str, kind: str = "blocks"):
 
 
 def run(prepared: _Prepared, x, bias, geometry, relu=False, threads=None, residual=None):
-    O, Cg, KH, KW = prepared.fmt.shape
-    Ho, Wo = geometry.output_size(x.shape[2], x.shape[3], KH, KW)
-    if prepared.kind == "blocks":
-        plan = prepared.plan(geometry.groups)
-    else:
-        plan = prepared.plan(geometry.groups, _group_chunk(O, x.shape[0], Ho, Wo, threads))
-    return _core.spconv_run(plan, prepared.isa, x, bias, tuple(geometry.stride),
-                            tuple(geometry.padding), tuple(geometry.dilation), (Ho, Wo),
-                            bool(relu), 0 if threads is None else int(threads), residual)
+    # everything but the operands depends on (input shape, geometry, threads) only: worked
+    # out once per key (a network calls each layer with one shape; ~1 us saved per call)
+    key = (x.shape, geometry, threads)
+    call = prepared.calls.get(key)
+    if call is None:
+        O, Cg, KH, KW = prepared.fmt.shape
+        Ho, Wo = geometry.output_size(x.shape[2], x.shape[3], KH, KW)
+        if prepared.kind == "blocks":
+            plan = prepared.plan(geometry.groups)
+        else:
+            plan = prepared.plan(geometry.groups, _group_chunk(O, x.shape[0], Ho, Wo, threads))
+        call = (plan, prepared.isa, tuple(geometry.stride), tuple(geometry.padding),
+                tuple(geometry.dilation), (Ho, Wo), 0 if threads is None else int(threads))
+        if len(prepared.calls) < 64:  # bounded: a caller may feed many shapes
+            prepared.calls[key] = call
+    plan, isa, stride, padding, dilation, out_hw, nthreads = call
+    return _core.spconv_run(plan, isa, x, bias, stride, padding, dilation, out_hw, bool(relu),
+                            nthreads, residual)
 
 
 _TILE_NAMES = {"avx512": "o1to8x128", "avx2": "o1to4x64", "generic": "o1to4x32"}

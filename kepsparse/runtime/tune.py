@@ -120,7 +120,7 @@ def tune(model, input_shape=None, batch: int = 1, threads: int | None = None,
               "input_shape": {k: list(v.shape) for k, v in feeds.items()},
               "layers": layers, "timings": timings}
     model.metadata["kernel_choice"] = record
-    model._impls.clear()
+    model._forget_impls()
     return record
 
 
