@@ -6,25 +6,40 @@ from dataclasses import dataclass
 from .errors import InputError
 
 
+#: Every stride, padding and dilation must fit the kernels' int32 arguments.
+MAX_GEOMETRY_VALUE = 2**31 - 1
+
+
+def _int(v, name: str, value) -> int:
+    """int(v), refusing what is not a finite integer or does not fit int32."""
+    try:
+        i = int(v)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
+        raise InputError(f"{name} must be integers, got {value!r}", field=name) from None
+    if isinstance(v, float) and v != i:
+        raise InputError(f"{name} must be integers, got {value!r}", field=name)
+    if abs(i) > MAX_GEOMETRY_VALUE:
+        raise InputError(f"{name} {value!r} is out of range (|value| <= 2**31 - 1)", field=name)
+    return i
+
+
 def _pair(value, name: str) -> tuple[int, int]:
     if isinstance(value, (int,)) or (hasattr(value, "__index__") and not isinstance(value, bool)):
-        return int(value), int(value)
+        i = _int(value, name, value)
+        return i, i
     try:
-        items = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
+        raw = tuple(value)
+    except TypeError:
         raise InputError(f"{name} must be an int or a pair of ints, got {value!r}", field=name) from None
-    if len(items) != 2:
+    if len(raw) != 2:
         raise InputError(f"{name} must be an int or a pair of ints, got {value!r}", field=name)
-    return items
+    return tuple(_int(v, name, value) for v in raw)
 
 
 def _padding(value) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) from an int, a (ph, pw) pair, or a 4-tuple (t, b, l, r)."""
     if not isinstance(value, (int,)) and hasattr(value, "__len__") and len(value) == 4:
-        try:
-            return tuple(int(v) for v in value)
-        except (TypeError, ValueError):
-            raise InputError(f"padding must be ints, got {value!r}", field="padding") from None
+        return tuple(_int(v, "padding", value) for v in value)
     ph, pw = _pair(value, "padding")
     return ph, ph, pw, pw
 
@@ -38,7 +53,8 @@ class ConvGeometry:
 
     @classmethod
     def make(cls, stride=1, padding=0, dilation=1, groups=1) -> "ConvGeometry":
-        g = cls(_pair(stride, "stride"), _padding(padding), _pair(dilation, "dilation"), int(groups))
+        g = cls(_pair(stride, "stride"), _padding(padding), _pair(dilation, "dilation"),
+                _int(groups, "groups", groups))
         if min(g.stride) < 1:
             raise InputError(f"stride must be >= 1, got {g.stride}", field="stride")
         if min(g.dilation) < 1:

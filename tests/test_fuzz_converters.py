@@ -499,9 +499,9 @@ def test_onnx_attribute_of_undefined_type_refused(tmp_path):
     refused(_save(tmp_path, "u.onnx", m), r"u.onnx: layer 'n \(Relu\)': field 'alpha'")
 
 
-# ----------------------------------------------------------------------------- open findings
-# Inputs the fuzzers break in code outside the converters (kepsparse/runtime, geometry.py,
-# kepfile.py); strict xfails: they start failing when fixed, then drop the marker.
+# ------------------------------------------------------- findings outside the converters
+# Inputs the fuzzers broke in kepsparse/runtime, geometry.py, formats/base.py and the numba
+# kernels (fixed; regression tests).
 
 
 def _graph_kep(tmp_path) -> tuple[bytes, dict, bytes]:
@@ -518,9 +518,7 @@ def _write_kep(path, header, payload):
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + payload)
 
 
-@pytest.mark.xfail(raises=TypeError, strict=True,
-                   reason="runtime/graph.py check_node_attrs: a node 'op' that is a list")
-def test_open_kep_graph_node_op_not_a_string(tmp_path):
+def test_fixed_kep_graph_node_op_not_a_string(tmp_path):
     _, header, payload = _graph_kep(tmp_path)
     doc = json.loads(header["__metadata__"]["model"])
     doc["graph"]["nodes"][0]["op"] = []
@@ -530,13 +528,10 @@ def test_open_kep_graph_node_op_not_a_string(tmp_path):
         ks.load(tmp_path / "bad.kep")
 
 
-@pytest.mark.xfail(raises=OverflowError, strict=True,
-                   reason="geometry.py _pair/_padding and formats/base.py check_shape: int(inf) "
-                          "raises OverflowError, which neither they nor kepfile.py catch")
 @pytest.mark.parametrize("key, value", [("geometry.padding", [float("inf")] * 4),
                                         ("geometry.stride", [float("inf"), 1]),
                                         ("shape", [float("inf"), 3, 3, 3])])
-def test_open_kep_infinite_numbers(tmp_path, key, value):
+def test_fixed_kep_infinite_numbers(tmp_path, key, value):
     _, header, payload = _graph_kep(tmp_path)
     doc = json.loads(header["__metadata__"]["model"])
     target = doc["layers"][0]
@@ -550,9 +545,7 @@ def test_open_kep_infinite_numbers(tmp_path, key, value):
         ks.load(tmp_path / "bad.kep")
 
 
-@pytest.mark.xfail(raises=MemoryError, strict=True,
-                   reason="runtime/ops.py pad: the padded size is not checked before np.pad")
-def test_open_runtime_pad_with_huge_constant_pads(tmp_path):
+def test_fixed_runtime_pad_with_huge_constant_pads(tmp_path):
     _, t = _weight()
     pads = numpy_helper.from_array(np.array([0, 0, 2**34, 0, 0, 0, 0, 0], np.int64), "pads")
     pad = helper.make_node("Pad", ["c", "pads"], ["y"], name="pad", mode="constant")
@@ -561,11 +554,12 @@ def test_open_runtime_pad_with_huge_constant_pads(tmp_path):
         model(np.ones((1, 2, 5, 5), np.float32))
 
 
-@pytest.mark.xfail(raises=MemoryError, strict=True,
-                   reason="kernels/numba_kernels.py _workspace: sized from a stride of 2**32 "
-                          "(a .kep geometry accepts it) without a size check")
-def test_open_numba_huge_stride_workspace():
+def test_fixed_numba_huge_stride_workspace():
     w, _ = _weight()
-    layer = ks.SparseConv("c", ks.pack(w, "csr"), None, ks.ConvGeometry.make((2**32, 1), 1))
-    with pytest.raises(ks.KepError):
-        layer(np.ones((1, 2, 5, 5), np.float32), backend="numba")
+    with pytest.raises(ks.InputError, match="stride"):  # beyond int32: refused in make()
+        ks.ConvGeometry.make((2**32, 1), 1)
+    # within int32 but far beyond the input: refused before any workspace is sized
+    layer = ks.SparseConv("c", ks.pack(w, "csr"), None, ks.ConvGeometry.make((2**31 - 1, 1), 1))
+    for backend in ("numba", "cpp", "reference"):
+        with pytest.raises(ks.InputError, match="stride"):
+            layer(np.ones((1, 2, 5, 5), np.float32), backend=backend)

@@ -31,7 +31,7 @@ def check_shape(shape) -> tuple[int, int, int, int]:
     """A weight shape as four positive ints, or FormatError."""
     try:
         dims = tuple(int(d) for d in shape)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
         raise FormatError(f"weight shape must be 4 integers (O, C, KH, KW), got {shape!r}",
                           field="shape") from None
     if len(dims) != 4 or any(d <= 0 for d in dims):

@@ -116,7 +116,7 @@ def _type_ok(value, kind: str) -> bool:
 
 def check_node_attrs(node: Node, err=UnsupportedError, **where) -> None:
     """Op known, attribute names and types right, input/output counts in range."""
-    if node.op not in OPS:
+    if not isinstance(node.op, str) or node.op not in OPS:
         raise err(f"op type {node.op!r} is not supported (supported: {', '.join(sorted(OPS))})",
                   layer=node.name, field="op", **where)
     types, (lo, hi), n_out = OPS[node.op]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 
+from ..conv import MAX_TENSOR_ELEMENTS
+
 try:  # the extension is optional (no compiler at install time): NumPy paths otherwise
     from .._core import max_pool2d as _core_max_pool2d
 except ImportError:  # pragma: no cover
@@ -153,6 +155,12 @@ def pad(a, xs, reuse=False):
     x = x[tuple(slice(max(-b, 0), x.shape[d] - max(-e, 0)) for d, (b, e) in
                 enumerate(zip(before, after)))]
     width = [(max(b, 0), max(e, 0)) for b, e in zip(before, after)]
+    out = 1
+    for d, (b, e) in zip(x.shape, width):
+        out *= d + b + e
+    if out > MAX_TENSOR_ELEMENTS:  # before np.pad allocates it
+        raise ValueError(f"the padded output would have {out:,} elements, more than "
+                         f"{MAX_TENSOR_ELEMENTS:,} (pads {pads})")
     mode = a.get("mode", "constant")
     if mode == "constant":
         cv = 0 if value is None else np.asarray(value).reshape(-1)[0] if np.size(value) else 0
