@@ -563,3 +563,41 @@ def test_fixed_numba_huge_stride_workspace():
     for backend in ("numba", "cpp", "reference"):
         with pytest.raises(ks.InputError, match="stride"):
             layer(np.ones((1, 2, 5, 5), np.float32), backend=backend)
+
+
+def test_fixed_kep_graph_input_shape_of_booleans(tmp_path):
+    """fuzz.py --entry kep --seed 2, input 6047: JSON true is a Python int."""
+    _, header, payload = _graph_kep(tmp_path)
+    doc = json.loads(header["__metadata__"]["model"])
+    doc["graph"]["inputs"][0]["shape"] = [True, 1, 5, 5]
+    header["__metadata__"]["model"] = json.dumps(doc)
+    _write_kep(tmp_path / "bad.kep", header, payload)
+    with pytest.raises(ks.KepFileError, match="malformed shape"):
+        ks.load(tmp_path / "bad.kep")
+
+
+def test_fixed_out_of_memory_in_a_graph_node_is_a_kep_error(tmp_path):
+    """fuzz.py --entry kep --seed 2, input 1760: a Pad within the element cap but beyond the
+    memory at hand (here an address-space limit) raised MemoryError."""
+    import subprocess
+    import sys
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs Linux /proc to size the address-space limit")
+    _, t = _weight()
+    pads = numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 0, 2**13, 2**13], np.int64), "pads")
+    pad = helper.make_node("Pad", ["c", "pads"], ["y"], name="pad", mode="constant")
+    path = tmp_path / "m.kep"
+    ks.save(ks.convert(_conv_model(t, [pad], [pads])), path)
+    code = f"""
+import re, resource, numpy as np, kepsparse as ks
+m = ks.load({str(path)!r})
+vm_kb = int(re.search(r"VmSize:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+resource.setrlimit(resource.RLIMIT_AS, (vm_kb * 1024 + (256 << 20), resource.RLIM_INFINITY))
+try:
+    m(np.ones((1, 2, 5, 5), np.float32))  # a (1, 2, 16387, 16387) output: 2 GiB
+except ks.InputError as exc:
+    print("InputError", exc.layer, exc.field)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "InputError pad memory" in out.stdout

@@ -143,7 +143,9 @@ def tensors_from_safetensors(path: Path) -> dict[str, np.ndarray]:
             for k in keys:
                 try:
                     out[k] = f.get_tensor(k)
-                except (TypeError, ValueError, SafetensorError):  # e.g. bfloat16: no numpy dtype
+                # e.g. bfloat16 (TypeError) or float8 (AttributeError: numpy has no such
+                # dtype): read through torch below
+                except (TypeError, ValueError, AttributeError, SafetensorError):
                     out[k] = None
     except (SafetensorError, OSError, ValueError) as exc:
         raise ConvertError(f"cannot read as safetensors: {exc}", path=path) from None

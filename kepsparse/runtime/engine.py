@@ -299,6 +299,9 @@ class GraphModel(SparseModel):
                     raise exc.located(layer=node.name) from None
                 except (ValueError, IndexError, TypeError) as exc:
                     raise InputError(f"{node.op}: {exc}", layer=node.name) from None
+                except MemoryError as exc:  # sizes within the caps, but not this machine's
+                    raise InputError(f"{node.op}: out of memory: {exc}", layer=node.name,
+                                     field="memory") from None
                 env[output] = y
                 if timings is not None:
                     timings[node.name] = timings.get(node.name, 0.0) + time.perf_counter() - t0

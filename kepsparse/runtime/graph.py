@@ -150,7 +150,8 @@ def validate(graph: Graph, layer_names=(), err=KepFileError, **where) -> None:
                       field="graph.inputs", **where)
         shape = spec.get("shape")
         if shape is not None and not (isinstance(shape, list) and all(
-                s is None or (isinstance(s, int) and s >= 0) for s in shape)):
+                s is None or (isinstance(s, int) and not isinstance(s, bool) and s >= 0)
+                for s in shape)):
             raise err(f"graph input {spec['name']!r} has a malformed shape {shape!r}",
                       field="graph.inputs", **where)
         defined.add(spec["name"])
