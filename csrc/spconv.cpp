@@ -139,8 +139,17 @@ inline void copy_floats(float* d, const float* s, long n) {
 }
 
 // Work (see run_impl) worth giving one more thread: measured on Zen 5, 2 threads, CIFAR
-// ResNet-56 and ResNet-18 layers (benchmarks/README.md, "threads per call").
-constexpr double kWorkPerThread = 1.0e6;
+// ResNet-56 and ResNet-18 layers (benchmarks/README.md, "threads per call"). The
+// environment variable KEPSPARSE_WORK_PER_THREAD overrides it (read once; for measuring).
+double work_per_thread() {
+    static const double w = [] {
+        const char* e = std::getenv("KEPSPARSE_WORK_PER_THREAD");
+        char* end = nullptr;
+        const double v = e ? std::strtod(e, &end) : 0.0;
+        return (e && end != e && v >= 0.0) ? v : 1.0e6;
+    }();
+    return w;
+}
 
 // One plan of either kind: bp (register blocks) or gp (pattern groups).
 void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_name,
@@ -260,7 +269,8 @@ void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_
     const double work = lanes_per_pixel * (double)npix * N + (double)N * C * PS +
                         (double)N * (bp ? bp->O : gp->O) * npix;
     const int nt_max = std::min(256, a.threads > 0 ? a.threads : default_threads());
-    const int nt = (int)std::max(1.0, std::min((double)nt_max, work / kWorkPerThread));
+    const double per_thread = std::max(work_per_thread(), 1.0);
+    const int nt = (int)std::max(1.0, std::min((double)nt_max, work / per_thread));
     const long nblocks = bp ? bp->nblocks : gp->nchunks;
     const long base_items = N * ntiles;
     long nchunks = std::max<long>(1, (4L * nt + base_items - 1) / base_items);

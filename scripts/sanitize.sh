@@ -19,7 +19,7 @@ PY=${PY:-$ROOT/.venv/bin/python}
 BUILD=$ROOT/build/sanitize
 SRC=${SANITIZE_SRC:-$ROOT}
 JOBS=${JOBS:-1}
-TESTS=${SANITIZE_TESTS:-"tests/kernels tests/test_nonfinite.py tests/test_reliability.py"}
+TESTS=${SANITIZE_TESTS:-"tests/kernels tests/test_nonfinite.py tests/test_reliability.py tests/runtime/test_maxpool.py tests/runtime/test_fusion.py"}
 start=$(date +%s)
 
 CXX=${CXX:-g++}
@@ -31,6 +31,11 @@ if [ ! -e "$LIBASAN" ] || [ ! -e "$LIBUBSAN" ]; then
 fi
 
 SAN_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g"
+# a build folder configured from another source tree (SANITIZE_SRC) cannot be reused
+if [ -f "$BUILD/CMakeCache.txt" ] && \
+   ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$(cd "$SRC" && pwd)" "$BUILD/CMakeCache.txt"; then
+    rm -rf "$BUILD"
+fi
 echo "sanitize: configuring $BUILD from $SRC ($SAN_FLAGS)"
 "$PY" -m cmake -S "$SRC" -B "$BUILD" -G Ninja \
     -DCMAKE_MAKE_PROGRAM="$(dirname "$PY")/ninja" \
