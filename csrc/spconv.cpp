@@ -138,15 +138,16 @@ inline void copy_floats(float* d, const float* s, long n) {
     for (; k < n; ++k) d[k] = s[k];
 }
 
-// Work (see run_impl) worth giving one more thread: measured on Zen 5, 2 threads, CIFAR
-// ResNet-56 and ResNet-18 layers (benchmarks/README.md, "threads per call"). The
-// environment variable KEPSPARSE_WORK_PER_THREAD overrides it (read once; for measuring).
+// Work (see run_impl) worth giving one more thread. Measured on Zen 5 with 2 threads, KEP
+// 90 % 3x3 layers (benchmarks/README.md, "Threads per call"): a second thread breaks even
+// at about 70,000 work units (16 channels at 16x16) and gains 1.26x at 250,000 (16 at
+// 32x32). The environment variable KEPSPARSE_WORK_PER_THREAD overrides it (read once).
 double work_per_thread() {
     static const double w = [] {
         const char* e = std::getenv("KEPSPARSE_WORK_PER_THREAD");
         char* end = nullptr;
         const double v = e ? std::strtod(e, &end) : 0.0;
-        return (e && end != e && v >= 0.0) ? v : 1.0e6;
+        return (e && end != e && v >= 0.0) ? v : 5.0e4;
     }();
     return w;
 }

@@ -26,6 +26,7 @@ from ..kernels.registry import BACKENDS
 from ..model import SparseConv, SparseModel
 from .dense import DenseConv
 from .graph import Graph, Node
+from . import ops
 from .ops import FUNCS, INPLACE_OPS, VIEW_OPS
 DENSE_IMPL = DenseConv.name
 
@@ -287,29 +288,24 @@ class GraphModel(SparseModel):
         env = dict(self.graph.constants)
         env.update(self._bind_inputs(args, named))
         steps = self._compiled(backend, threads)
-        limiter = _blas_threads(threads)
-        try:
-            for node, fn, inputs, output, dead in steps:
-                xs = [env[t] if t else None for t in inputs]
-                if timings is not None:
-                    t0 = time.perf_counter()
-                try:
-                    y = fn(xs, capture)
-                except KepError as exc:
-                    raise exc.located(layer=node.name) from None
-                except (ValueError, IndexError, TypeError) as exc:
-                    raise InputError(f"{node.op}: {exc}", layer=node.name) from None
-                except MemoryError as exc:  # sizes within the caps, but not this machine's
-                    raise InputError(f"{node.op}: out of memory: {exc}", layer=node.name,
-                                     field="memory") from None
-                env[output] = y
-                if timings is not None:
-                    timings[node.name] = timings.get(node.name, 0.0) + time.perf_counter() - t0
-                for t in dead:
-                    env.pop(t, None)
-        finally:
-            if limiter is not None:
-                limiter.__exit__(None, None, None)
+        for node, fn, inputs, output, dead in steps:
+            xs = [env[t] if t else None for t in inputs]
+            if timings is not None:
+                t0 = time.perf_counter()
+            try:
+                y = fn(xs, capture)
+            except KepError as exc:
+                raise exc.located(layer=node.name) from None
+            except (ValueError, IndexError, TypeError) as exc:
+                raise InputError(f"{node.op}: {exc}", layer=node.name) from None
+            except MemoryError as exc:  # sizes within the caps, but not this machine's
+                raise InputError(f"{node.op}: out of memory: {exc}", layer=node.name,
+                                 field="memory") from None
+            env[output] = y
+            if timings is not None:
+                timings[node.name] = timings.get(node.name, 0.0) + time.perf_counter() - t0
+            for t in dead:
+                env.pop(t, None)
         outs = tuple(env[o] for o in self.graph.outputs)
         return outs[0] if len(outs) == 1 else outs
 
@@ -340,21 +336,21 @@ class GraphModel(SparseModel):
         self._steps.clear()
 
     def _step(self, node, backend, threads, reuse):
+        """The node as a function of its inputs. BLAS is limited to ``threads`` only around
+        the steps that call it (the BLAS dense conv path, large matrix products): touching
+        BLAS's thread count on every call woke its spinning workers."""
         a = node.attrs
-        if node.op == "SparseConv":
-            return self._conv_step(a, self.conv_impl(a["layer"], backend, threads),
-                                   a.get("act", "none"))
-        if node.op == FUSED_CONV_ADD:
-            return self._conv_add_step(a, self.conv_impl(a["layer"], backend, threads))
+        if node.op in ("SparseConv", FUSED_CONV_ADD):
+            impl = self.conv_impl(a["layer"], backend, threads)
+            fn = (self._conv_step(a, impl, a.get("act", "none")) if node.op == "SparseConv"
+                  else self._conv_add_step(a, impl))
+            return _with_blas_threads(fn, threads) if impl.dense is not None else fn
         func = FUNCS[node.op]
-        if node.op in ("Gemm", "MatMul") and threads != 1:
-            def matmul(xs, capture):
-                if _small(xs):
-                    with _blas_one_thread():
-                        return func(a, xs, reuse)
-                return func(a, xs, reuse)
-            return matmul
-        return lambda xs, capture: func(a, xs, reuse)
+        step = lambda xs, capture: func(a, xs, reuse)  # noqa: E731
+        if node.op in ("Gemm", "MatMul"):
+            big = _with_blas_threads(step, threads)
+            return lambda xs, capture: (step if _small(xs) else big)(xs, capture)
+        return step
 
     @staticmethod
     def _conv_step(a, impl, act):
@@ -482,19 +478,23 @@ _CONTROLLER = []
 
 
 def _small(xs) -> bool:
-    """A matrix product too small for BLAS threads to pay off (e.g. a classifier at batch 1)."""
-    a, b = xs[0], xs[1]
-    rows = a.size // max(a.shape[-1], 1) if a.ndim else 1
-    return rows * b.size < (1 << 22)
+    """A matrix product small enough to skip BLAS (``ops.product``)."""
+    return ops.is_small_product(xs[0], xs[1])
 
 
-class _blas_one_thread:
-    def __enter__(self):
-        self.ctx = _blas_threads(1)
+def _with_blas_threads(fn, threads):
+    """``fn`` run with the BLAS pool limited to ``threads`` (as it is when None)."""
+    if threads is None:
+        return fn
 
-    def __exit__(self, *exc):
-        if self.ctx is not None:
-            self.ctx.__exit__(None, None, None)
+    def limited(xs, capture):
+        ctx = _blas_threads(threads)
+        try:
+            return fn(xs, capture)
+        finally:
+            if ctx is not None:
+                ctx.__exit__(None, None, None)
+    return limited
 
 
 def _blas_threads(threads):
