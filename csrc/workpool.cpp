@@ -2,7 +2,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <algorithm>
 #include <condition_variable>
+#include <cstdlib>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -20,7 +22,15 @@ namespace kepsparse {
 
 namespace {
 
-constexpr auto kSpin = std::chrono::microseconds(200);  // helpers' busy wait after a job
+// Helpers' busy wait after a job before they sleep (back-to-back layers reuse them at once).
+// KEPSPARSE_POOL_SPIN_US overrides it (read once; for measuring).
+std::chrono::microseconds spin_time() {
+    static const long us = [] {
+        const char* e = std::getenv("KEPSPARSE_POOL_SPIN_US");
+        return e ? std::max(0L, std::atol(e)) : 200L;
+    }();
+    return std::chrono::microseconds(us);
+}
 
 // Protocol (one job at a time, call_m_):
 //  - publish: under m_, the caller waits until no helper is registered (active_ == 0),
@@ -75,7 +85,7 @@ class Pool {
     void loop(int slot, uint64_t seen) {
         for (;;) {
             // wait for a new job: spin for kSpin, then sleep
-            const auto until = std::chrono::steady_clock::now() + kSpin;
+            const auto until = std::chrono::steady_clock::now() + spin_time();
             while (gen_.load(std::memory_order_acquire) == seen &&
                    std::chrono::steady_clock::now() < until) {
                 for (int k = 0; k < 64; ++k) KEPSPARSE_PAUSE();

@@ -44,6 +44,9 @@ def _padding(value) -> tuple[int, int, int, int]:
     return ph, ph, pw, pw
 
 
+_MADE: dict = {}  # ConvGeometry.make's cache (geometries are immutable)
+
+
 @dataclass(frozen=True)
 class ConvGeometry:
     stride: tuple[int, int] = (1, 1)
@@ -53,6 +56,21 @@ class ConvGeometry:
 
     @classmethod
     def make(cls, stride=1, padding=0, dilation=1, groups=1) -> "ConvGeometry":
+        """The geometry of these arguments, validated. Plain ints and tuples of ints (the
+        common case, e.g. every ``conv2d`` call) are answered from a small cache."""
+        key = (stride, padding, dilation, groups)
+        if all(type(v) is int or (type(v) is tuple and all(type(e) is int for e in v))
+               for v in key):
+            g = _MADE.get(key)
+            if g is None:
+                g = cls._make(stride, padding, dilation, groups)
+                if len(_MADE) < 256:
+                    _MADE[key] = g
+            return g
+        return cls._make(stride, padding, dilation, groups)
+
+    @classmethod
+    def _make(cls, stride, padding, dilation, groups) -> "ConvGeometry":
         g = cls(_pair(stride, "stride"), _padding(padding), _pair(dilation, "dilation"),
                 _int(groups, "groups", groups))
         if min(g.stride) < 1:

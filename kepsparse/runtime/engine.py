@@ -67,7 +67,7 @@ class ConvImpl:
             self.prepared = prepared_for(self.fmt, self.kernel)
         self.bias = None if layer.bias is None else np.ascontiguousarray(layer.bias, np.float32)
         self._checked_shape = None  # x.shape last validated (the checks depend on it alone)
-        self._out_for, self._out_shape = None, None  # output_shape's last answer
+        self._out_cache = (None, None)  # output_shape's last (x shape, answer)
 
     @property
     def label(self) -> str:
@@ -93,12 +93,13 @@ class ConvImpl:
                             relu, self.threads, residual)
 
     def output_shape(self, x_shape) -> tuple:
-        if x_shape != self._out_for:
+        cached = self._out_cache  # one (x shape, output shape) pair: threads may share self
+        if cached[0] != x_shape:
             O, _, KH, KW = self.fmt.shape
-            self._out_shape = (x_shape[0], O) + tuple(
-                self.geometry.output_size(x_shape[2], x_shape[3], KH, KW))
-            self._out_for = x_shape
-        return self._out_shape
+            cached = (x_shape, (x_shape[0], O) + tuple(
+                self.geometry.output_size(x_shape[2], x_shape[3], KH, KW)))
+            self._out_cache = cached
+        return cached[1]
 
 
 def _valid_choice(layer: SparseConv, choice) -> bool:
