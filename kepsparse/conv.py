@@ -46,6 +46,11 @@ def check_operands(x: np.ndarray, fmt: SparseFormat, bias, geometry: ConvGeometr
     pt, pb, pl, pr = geometry.padding
     padded = x.shape[0] * x.shape[1] * (x.shape[2] + pt + pb) * (x.shape[3] + pl + pr)
     out = x.shape[0] * O * Ho * Wo
+    if max(padded, out) > MAX_TENSOR_ELEMENTS:  # before any kernel allocates
+        raise InputError(f"the padded input ({padded:,} floats) or the output ({out:,} floats) "
+                         f"exceeds {MAX_TENSOR_ELEMENTS:,} elements: padding {geometry.padding} "
+                         f"on a {x.shape[2]}x{x.shape[3]} input", layer=layer,
+                         field="padding" if any(geometry.padding) else "x")
     # the kernels split a strided input into stride phases of ceil(Hp/sh) x ceil(Wp/sw)
     # rows and columns: sh*sw phases, so a stride far beyond the input inflates it
     (sh, sw), Hp, Wp = geometry.stride, x.shape[2] + pt + pb, x.shape[3] + pl + pr
@@ -54,11 +59,6 @@ def check_operands(x: np.ndarray, fmt: SparseFormat, bias, geometry: ConvGeometr
         raise InputError(f"stride {geometry.stride} on a {Hp}x{Wp} padded input needs a "
                          f"packed input of {phased:,} floats, more than {MAX_TENSOR_ELEMENTS:,}",
                          layer=layer, field="stride")
-    if max(padded, out) > MAX_TENSOR_ELEMENTS:  # before any kernel allocates
-        raise InputError(f"the padded input ({padded:,} floats) or the output ({out:,} floats) "
-                         f"exceeds {MAX_TENSOR_ELEMENTS:,} elements: padding {geometry.padding} "
-                         f"on a {x.shape[2]}x{x.shape[3]} input", layer=layer,
-                         field="padding" if any(geometry.padding) else "x")
     if bias is None:
         return None
     b = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
