@@ -141,13 +141,18 @@ inline void copy_floats(float* d, const float* s, long n) {
 // Work (see run_impl) worth giving one more thread. Measured on Zen 5 with 2 threads, KEP
 // 90 % 3x3 layers (benchmarks/README.md, "Threads per call"): a second thread breaks even
 // at about 70,000 work units (16 channels at 16x16) and gains 1.26x at 250,000 (16 at
-// 32x32). The environment variable KEPSPARSE_WORK_PER_THREAD overrides it (read once).
+// 32x32) while hand-offs are cheap. But in this VM's slow phases (the other vCPU not
+// running when asked) a hand-off costs tens of microseconds: CIFAR ResNet-56 at 2 threads
+// took 1.5 ms with two threads on its ~300,000-unit layers, 0.9 ms on one. 1,000,000 per
+// thread keeps such layers on one thread in every phase (ResNet-56: 0.9 ms either way;
+// ImageNet layers, 2-20 million units, still split). KEPSPARSE_WORK_PER_THREAD overrides
+// it (read once).
 double work_per_thread() {
     static const double w = [] {
         const char* e = std::getenv("KEPSPARSE_WORK_PER_THREAD");
         char* end = nullptr;
         const double v = e ? std::strtod(e, &end) : 0.0;
-        return (e && end != e && v >= 0.0) ? v : 5.0e4;
+        return (e && end != e && v >= 0.0) ? v : 1.0e6;
     }();
     return w;
 }
@@ -293,15 +298,7 @@ void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_
         const float* src = x + nc * H * W;
         float* dst = xr + nc * PS;
         if (sw == 1 && sh == 1) {
-            // top rows and row 0's left gap, then per data row: the row, then the gap that is
-            // this row's right padding and the next row's left padding (Wr - W floats)
-            zero_floats(dst, pt * Wr + pl);
-            float* row = dst + pt * Wr + pl;
-            for (long h = 0; h < H; ++h, row += Wr) {
-                copy_floats(row, src + h * W, W);
-                zero_floats(row + W, Wr - W);
-            }
-            zero_floats(row, PS - (pt + H) * Wr - pl);
+            isa.pack_s1(src, dst, H, W, Wr, pt, pl, PS);  // vector stores (spconv_tile.inc)
         } else {
             // data columns of phase b: q in [qlo, qhi) reads source column q*sw + b - pl
             for (long a = 0; a < sh; ++a)

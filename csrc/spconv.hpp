@@ -112,6 +112,10 @@ struct SpconvIsa {
     // Pattern-group plan: pixels of `tile` of image n, output-channel chunk `chunk`;
     // buf: och*T floats.
     void (*process_grp)(const SpconvCtx& c, long n, long tile, long chunk, float* buf);
+    // Stride-1 packing of one input plane (layout: pack_input in spconv.cpp): pt zero rows,
+    // then per data row [W data][Wr - W zeros], zeros up to PS. Exact stores, no spill.
+    void (*pack_s1)(const float* src, float* dst, long H, long W, long Wr, long pt, long pl,
+                    long PS);
 };
 
 const SpconvIsa& spconv_isa_avx512();

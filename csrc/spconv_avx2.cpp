@@ -39,7 +39,7 @@ int vmax_avx2(int ob) { return ob == 1 ? 8 : ob == 2 ? 5 : ob == 4 ? 2 : 0; }
 #pragma GCC pop_options
 
 const SpconvIsa& spconv_isa_avx2() {
-    static const SpconvIsa isa{"avx2", 8, &vmax_avx2, &process, 2, &process_grp};
+    static const SpconvIsa isa{"avx2", 8, &vmax_avx2, &process, 2, &process_grp, &pack_s1};
     return isa;
 }
 
@@ -49,7 +49,7 @@ const SpconvIsa& spconv_isa_avx2() {
 namespace kepsparse {
 static int vmax_none(int) { return 0; }
 const SpconvIsa& spconv_isa_avx2() {
-    static const SpconvIsa isa{"avx2", 8, &vmax_none, nullptr, 0, nullptr};
+    static const SpconvIsa isa{"avx2", 8, &vmax_none, nullptr, 0, nullptr, nullptr};
     return isa;
 }
 }  // namespace kepsparse

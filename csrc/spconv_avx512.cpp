@@ -41,7 +41,7 @@ int vmax_avx512(int ob) { return ob == 1 ? 8 : ob == 2 ? 8 : ob == 4 ? 5 : ob ==
 #pragma GCC pop_options
 
 const SpconvIsa& spconv_isa_avx512() {
-    static const SpconvIsa isa{"avx512", 16, &vmax_avx512, &process, 6, &process_grp};
+    static const SpconvIsa isa{"avx512", 16, &vmax_avx512, &process, 6, &process_grp, &pack_s1};
     return isa;
 }
 
@@ -51,7 +51,7 @@ const SpconvIsa& spconv_isa_avx512() {
 namespace kepsparse {
 static int vmax_none(int) { return 0; }
 const SpconvIsa& spconv_isa_avx512() {
-    static const SpconvIsa isa{"avx512", 16, &vmax_none, nullptr, 0, nullptr};
+    static const SpconvIsa isa{"avx512", 16, &vmax_none, nullptr, 0, nullptr, nullptr};
     return isa;
 }
 }  // namespace kepsparse

@@ -34,7 +34,7 @@ int vmax_generic(int ob) { return ob == 1 ? 8 : ob == 2 ? 4 : ob == 4 ? 2 : 0; }
 }  // namespace
 
 const SpconvIsa& spconv_isa_generic() {
-    static const SpconvIsa isa{"generic", 4, &vmax_generic, &process, 2, &process_grp};
+    static const SpconvIsa isa{"generic", 4, &vmax_generic, &process, 2, &process_grp, &pack_s1};
     return isa;
 }
 
