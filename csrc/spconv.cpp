@@ -111,8 +111,8 @@ void spconv_check_plan(const SpconvPlan& p) {
 }
 
 // Input packing. Image n, channel ci becomes a plane of PS floats holding sh*sw phase
-// planes of Hra rows x Wr columns: phase (a, b), row r, column q is padded input
-// Xp[r*sh + a][q*sw + b] (0 outside the data). With sw == 1 the right padding of a row and
+// planes of Hra rows x Wr columns: phase (ra, cb), row r, column q is padded input
+// Xp[r*sh + ra][q*sw + cb] (0 outside the data). With sw == 1 the right padding of a row and
 // the left padding of the next one share a gap of g = max(pl, pr, ...) columns (Wr = W + g),
 // data at columns [pl, pl + W); reads past the row end land in the next row's left gap.
 // The last row (Hra = Hr + 1) is zeros, for such wrapped reads.
@@ -266,9 +266,8 @@ void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_
         c.cgb = (int)std::max<long>(1, ch / 8);
     }
 
-    // Threads: at most one per kWorkPerThread of work. Handing work to a helper and joining
-    // it costs a few microseconds, as much as a small layer takes on one core (CIFAR
-    // ResNet layers at batch 1 take ~5 us), so small calls run on fewer threads.
+    // Threads: at most one per work_per_thread() of work (see there: a hand-off to a helper
+    // can cost more than a small layer's whole run).
     // work ~ FMA lanes (stored weights x output pixels) + floats packed and written.
     const double lanes_per_pixel = bp ? (double)bp->ck.size() * bp->OB
                                       : (double)gp->ch_o.size() * 4.0;
@@ -300,22 +299,22 @@ void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_
         if (sw == 1 && sh == 1) {
             isa.pack_s1(src, dst, H, W, Wr, pt, pl, PS);  // vector stores (spconv_tile.inc)
         } else {
-            // data columns of phase b: q in [qlo, qhi) reads source column q*sw + b - pl
-            for (long a = 0; a < sh; ++a)
-                for (long b = 0; b < sw; ++b) {
-                    float* ph = dst + (a * sw + b) * Hra * Wr;
-                    const long qlo = std::min<long>(Wr, std::max<long>(0, (pl - b + sw - 1) / sw));
-                    const long last = W - 1 + pl - b;  // q*sw <= last (floor: last may be < 0)
+            // data columns of phase (ra, cb): q in [qlo, qhi) reads source column q*sw + cb - pl
+            for (long ra = 0; ra < sh; ++ra)
+                for (long cb = 0; cb < sw; ++cb) {
+                    float* ph = dst + (ra * sw + cb) * Hra * Wr;
+                    const long qlo = std::min<long>(Wr, std::max<long>(0, (pl - cb + sw - 1) / sw));
+                    const long last = W - 1 + pl - cb;  // q*sw <= last (floor: last may be < 0)
                     const long qhi =
                         last < 0 ? qlo : std::max<long>(qlo, std::min<long>(Wr, last / sw + 1));
                     for (long r = 0; r < Hra; ++r) {
-                        const long R = r * sh + a - pt;  // data row
+                        const long R = r * sh + ra - pt;  // data row
                         float* drow = ph + r * Wr;
                         if (R < 0 || R >= H) {
                             zero_floats(drow, Wr);
                             continue;
                         }
-                        const float* srow = src + R * W + (qlo * sw + b - pl);
+                        const float* srow = src + R * W + (qlo * sw + cb - pl);
                         zero_floats(drow, qlo);
                         if (sw == 1) {
                             copy_floats(drow + qlo, srow, qhi - qlo);
