@@ -84,7 +84,7 @@ class Pool {
 
     void loop(int slot, uint64_t seen) {
         for (;;) {
-            // wait for a new job: spin for kSpin, then sleep
+            // wait for a new job: spin for spin_time(), then sleep
             const auto until = std::chrono::steady_clock::now() + spin_time();
             while (gen_.load(std::memory_order_acquire) == seen &&
                    std::chrono::steady_clock::now() < until) {

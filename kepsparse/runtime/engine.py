@@ -338,8 +338,8 @@ class GraphModel(SparseModel):
 
     def _step(self, node, backend, threads, reuse):
         """The node as a function of its inputs. BLAS is limited to ``threads`` only around
-        the steps that call it (the BLAS dense conv path, large matrix products): touching
-        BLAS's thread count on every call woke its spinning workers."""
+        the steps that call it (the BLAS dense conv path, large matrix products), not around
+        every call: setting BLAS's thread count costs ~10 us and touches its worker pool."""
         a = node.attrs
         if node.op in ("SparseConv", FUSED_CONV_ADD):
             impl = self.conv_impl(a["layer"], backend, threads)
