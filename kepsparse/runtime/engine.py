@@ -350,7 +350,8 @@ class GraphModel(SparseModel):
         step = lambda xs, capture: func(a, xs, reuse)  # noqa: E731
         if node.op in ("Gemm", "MatMul"):
             big = _with_blas_threads(step, threads)
-            return lambda xs, capture: (step if _small(xs) else big)(xs, capture)
+            return lambda xs, capture: (
+                step if ops.is_small_product(xs[0], xs[1]) else big)(xs, capture)
         return step
 
     @staticmethod
@@ -476,11 +477,6 @@ def _shape_str(shape) -> str:
 
 
 _CONTROLLER = []
-
-
-def _small(xs) -> bool:
-    """A matrix product small enough to skip BLAS (``ops.product``)."""
-    return ops.is_small_product(xs[0], xs[1])
 
 
 def _with_blas_threads(fn, threads):
