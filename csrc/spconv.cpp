@@ -298,6 +298,8 @@ void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_
         float* dst = xr + nc * PS;
         if (sw == 1 && sh == 1) {
             isa.pack_s1(src, dst, H, W, Wr, pt, pl, PS);  // vector stores (spconv_tile.inc)
+        } else if (sw == 2) {
+            isa.pack_sw2(src, dst, H, W, Wr, Hra, sh, pt, pl, PS);  // vector even/odd split
         } else {
             // data columns of phase (ra, cb): q in [qlo, qhi) reads source column q*sw + cb - pl
             for (long ra = 0; ra < sh; ++ra)
@@ -318,8 +320,6 @@ void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_
                         zero_floats(drow, qlo);
                         if (sw == 1) {
                             copy_floats(drow + qlo, srow, qhi - qlo);
-                        } else if (sw == 2) {  // constant stride: the compiler vectorises it
-                            for (long q = 0; q < qhi - qlo; ++q) drow[qlo + q] = srow[2 * q];
                         } else {
                             for (long q = 0; q < qhi - qlo; ++q) drow[qlo + q] = srow[q * sw];
                         }

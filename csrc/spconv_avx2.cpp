@@ -29,6 +29,10 @@ inline __m256i first_n(int m) {
 }
 inline vec_t vload_n(const float* p, int m) { return _mm256_maskload_ps(p, first_n(m)); }
 inline void vstore_n(float* p, vec_t v, int m) { _mm256_maskstore_ps(p, first_n(m), v); }
+inline vec_t veven(vec_t a, vec_t b) {
+    const __m256 t = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));  // a0 a2 b0 b2 | a4 a6 b4 b6
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
+}
 
 #include "spconv_tile.inc"
 
@@ -39,7 +43,7 @@ int vmax_avx2(int ob) { return ob == 1 ? 8 : ob == 2 ? 5 : ob == 4 ? 2 : 0; }
 #pragma GCC pop_options
 
 const SpconvIsa& spconv_isa_avx2() {
-    static const SpconvIsa isa{"avx2", 8, &vmax_avx2, &process, 2, &process_grp, &pack_s1};
+    static const SpconvIsa isa{"avx2", 8, &vmax_avx2, &process, 2, &process_grp, &pack_s1, &pack_sw2};
     return isa;
 }
 
@@ -49,7 +53,7 @@ const SpconvIsa& spconv_isa_avx2() {
 namespace kepsparse {
 static int vmax_none(int) { return 0; }
 const SpconvIsa& spconv_isa_avx2() {
-    static const SpconvIsa isa{"avx2", 8, &vmax_none, nullptr, 0, nullptr, nullptr};
+    static const SpconvIsa isa{"avx2", 8, &vmax_none, nullptr, 0, nullptr, nullptr, nullptr};
     return isa;
 }
 }  // namespace kepsparse

@@ -31,6 +31,10 @@ inline vec_t vrelu(vec_t v) { return _mm512_max_ps(_mm512_setzero_ps(), v); }
 inline __mmask16 first_n(int m) { return (__mmask16)((1u << m) - 1u); }
 inline vec_t vload_n(const float* p, int m) { return _mm512_maskz_loadu_ps(first_n(m), p); }
 inline void vstore_n(float* p, vec_t v, int m) { _mm512_mask_storeu_ps(p, first_n(m), v); }
+inline vec_t veven(vec_t a, vec_t b) {
+    const __m512i idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    return _mm512_permutex2var_ps(a, idx, b);
+}
 
 #include "spconv_tile.inc"
 
@@ -41,7 +45,7 @@ int vmax_avx512(int ob) { return ob == 1 ? 8 : ob == 2 ? 8 : ob == 4 ? 5 : ob ==
 #pragma GCC pop_options
 
 const SpconvIsa& spconv_isa_avx512() {
-    static const SpconvIsa isa{"avx512", 16, &vmax_avx512, &process, 6, &process_grp, &pack_s1};
+    static const SpconvIsa isa{"avx512", 16, &vmax_avx512, &process, 6, &process_grp, &pack_s1, &pack_sw2};
     return isa;
 }
 
@@ -51,7 +55,7 @@ const SpconvIsa& spconv_isa_avx512() {
 namespace kepsparse {
 static int vmax_none(int) { return 0; }
 const SpconvIsa& spconv_isa_avx512() {
-    static const SpconvIsa isa{"avx512", 16, &vmax_none, nullptr, 0, nullptr, nullptr};
+    static const SpconvIsa isa{"avx512", 16, &vmax_none, nullptr, 0, nullptr, nullptr, nullptr};
     return isa;
 }
 }  // namespace kepsparse

@@ -26,6 +26,7 @@ inline vec_t vload_n(const float* p, int m) {
     return v;
 }
 inline void vstore_n(float* p, vec_t v, int m) { std::memcpy(p, &v, sizeof(float) * m); }
+inline vec_t veven(vec_t a, vec_t b) { return vec_t{a[0], a[2], b[0], b[2]}; }
 
 #include "spconv_tile.inc"
 
@@ -34,7 +35,7 @@ int vmax_generic(int ob) { return ob == 1 ? 8 : ob == 2 ? 4 : ob == 4 ? 2 : 0; }
 }  // namespace
 
 const SpconvIsa& spconv_isa_generic() {
-    static const SpconvIsa isa{"generic", 4, &vmax_generic, &process, 2, &process_grp, &pack_s1};
+    static const SpconvIsa isa{"generic", 4, &vmax_generic, &process, 2, &process_grp, &pack_s1, &pack_sw2};
     return isa;
 }
 

@@ -77,6 +77,10 @@ def conv_cases() -> Iterator[dict]:
     yield dict(stride=2, padding=(0, 1, 3, 0), dilation=1, batch=1, hw=(5, 1))
     yield dict(stride=(2, 3), padding=(1, 1, 2, 2), dilation=(1, 2), batch=2, hw=(6, 2))
     yield dict(stride=4, padding=0, dilation=1, batch=1, hw=(21, 33))
+    # column stride 2 over rows wider than two vectors: full even/odd blocks, one ending
+    # exactly at a row's last float (64 columns, no padding), and masked tails (75 columns)
+    yield dict(stride=2, padding=0, dilation=1, batch=1, hw=(5, 64))
+    yield dict(stride=2, padding=1, dilation=1, batch=2, hw=(6, 75))
 
 
 def case_id(case: dict) -> str:
