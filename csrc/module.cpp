@@ -139,7 +139,8 @@ PYBIND11_MODULE(_core, m) {
     }, py::arg("x"), "True when the C-contiguous float32 array holds no NaN/Inf");
     m.def("max_pool2d", [](const carray<float>& x, std::pair<int, int> kernel,
                            std::pair<int, int> stride, std::pair<int, int> pad_begin,
-                           std::pair<int, int> dilation, std::pair<long, long> out_hw) {
+                           std::pair<int, int> dilation, std::pair<long, long> out_hw,
+                           int threads) {
         if (x.ndim() != 4) throw py::value_error("x must be 4-D (N, C, H, W)");
         const long N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3);
         const auto [kh, kw] = kernel;
@@ -158,12 +159,14 @@ PYBIND11_MODULE(_core, m) {
         float* yp = y.mutable_data();
         {
             py::gil_scoped_release release;
-            kepsparse::max_pool2d_f32(xp, N * C, H, W, yp, Ho, Wo, kh, kw, sh, sw, pt, pl, dh, dw);
+            kepsparse::max_pool2d_f32(xp, N * C, H, W, yp, Ho, Wo, kh, kw, sh, sw, pt, pl, dh, dw,
+                                      threads);
         }
         return y;
     }, py::arg("x"), py::arg("kernel"), py::arg("stride"), py::arg("pad_begin"),
-       py::arg("dilation"), py::arg("out_hw"),
-       "2-D max pooling of float32 NCHW x (positions outside x ignored; NaN propagates)");
+       py::arg("dilation"), py::arg("out_hw"), py::arg("threads") = 0,
+       "2-D max pooling of float32 NCHW x (positions outside x ignored; NaN propagates); "
+       "threads <= 0: the default count");
     m.def("openmp_max_threads", &kepsparse::openmp_max_threads,
           "OpenMP's default thread count (1 when built without OpenMP)");
 

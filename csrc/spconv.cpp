@@ -138,25 +138,6 @@ inline void copy_floats(float* d, const float* s, long n) {
     for (; k < n; ++k) d[k] = s[k];
 }
 
-// Work (see run_impl) worth giving one more thread. Measured on Zen 5 with 2 threads, KEP
-// 90 % 3x3 layers (benchmarks/README.md, "Threads per call"): a second thread breaks even
-// at about 70,000 work units (16 channels at 16x16) and gains 1.26x at 250,000 (16 at
-// 32x32) while hand-offs are cheap. But in this VM's slow phases (the other vCPU not
-// running when asked) a hand-off costs tens of microseconds: CIFAR ResNet-56 at 2 threads
-// took 1.5 ms with two threads on its ~300,000-unit layers, 0.9 ms on one. 1,000,000 per
-// thread keeps such layers on one thread in every phase (ResNet-56: 0.9 ms either way;
-// ImageNet layers, 2-20 million units, still split). KEPSPARSE_WORK_PER_THREAD overrides
-// it (read once).
-double work_per_thread() {
-    static const double w = [] {
-        const char* e = std::getenv("KEPSPARSE_WORK_PER_THREAD");
-        char* end = nullptr;
-        const double v = e ? std::strtod(e, &end) : 0.0;
-        return (e && end != e && v >= 0.0) ? v : 1.0e6;
-    }();
-    return w;
-}
-
 // One plan of either kind: bp (register blocks) or gp (pattern groups).
 void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_name,
               const ConvArgs& a) {
@@ -266,16 +247,14 @@ void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_
         c.cgb = (int)std::max<long>(1, ch / 8);
     }
 
-    // Threads: at most one per work_per_thread() of work (see there: a hand-off to a helper
-    // can cost more than a small layer's whole run).
+    // Threads: at most one per work_per_thread() of work (workpool.hpp: a hand-off to a
+    // helper can cost more than a small layer's whole run).
     // work ~ FMA lanes (stored weights x output pixels) + floats packed and written.
     const double lanes_per_pixel = bp ? (double)bp->ck.size() * bp->OB
                                       : (double)gp->ch_o.size() * 4.0;
     const double work = lanes_per_pixel * (double)npix * N + (double)N * C * PS +
                         (double)N * (bp ? bp->O : gp->O) * npix;
-    const int nt_max = std::min(256, a.threads > 0 ? a.threads : default_threads());
-    const double per_thread = std::max(work_per_thread(), 1.0);
-    const int nt = (int)std::max(1.0, std::min((double)nt_max, work / per_thread));
+    const int nt = threads_for_work(work, a.threads);
     const long nblocks = bp ? bp->nblocks : gp->nchunks;
     const long base_items = N * ntiles;
     long nchunks = std::max<long>(1, (4L * nt + base_items - 1) / base_items);

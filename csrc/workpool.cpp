@@ -139,4 +139,28 @@ int default_threads() {
 #endif
 }
 
+// Work worth giving one more thread (units: see threads_for_work in workpool.hpp).
+// Measured on Zen 5 with 2 threads, KEP 90 % 3x3 layers (benchmarks/README.md, "Threads per
+// call"): a second thread breaks even at about 70,000 work units (16 channels at 16x16) and
+// gains 1.26x at 250,000 (16 at 32x32) while hand-offs are cheap. But in this VM's slow
+// phases (the other vCPU not running when asked) a hand-off costs tens of microseconds:
+// CIFAR ResNet-56 at 2 threads took 1.5 ms with two threads on its ~300,000-unit layers,
+// 0.9 ms on one. 1,000,000 per thread keeps such layers on one thread in every phase
+// (ResNet-56: 0.9 ms either way; ImageNet layers, 2-20 million units, still split).
+double work_per_thread() {
+    static const double w = [] {
+        const char* e = std::getenv("KEPSPARSE_WORK_PER_THREAD");
+        char* end = nullptr;
+        const double v = e ? std::strtod(e, &end) : 0.0;
+        return (e && end != e && v >= 0.0) ? v : 1.0e6;
+    }();
+    return w;
+}
+
+int threads_for_work(double work, int threads) {
+    const int nt_max = std::min(256, threads > 0 ? threads : default_threads());
+    const double per_thread = std::max(work_per_thread(), 1.0);
+    return (int)std::max(1.0, std::min((double)nt_max, work / per_thread));
+}
+
 }  // namespace kepsparse

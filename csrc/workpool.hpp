@@ -20,4 +20,14 @@ void pool_run(long n, int helpers, const std::function<void(long, int)>& fn);
 // Default thread count: OpenMP's (OMP_NUM_THREADS or the cores) when built with OpenMP.
 int default_threads();
 
+// Work units worth one more thread (default 1,000,000; env KEPSPARSE_WORK_PER_THREAD, read
+// once). Measured for the sparse conv, whose unit is one FMA lane or one float packed or
+// written, about 0.02 ns on one Zen 5 core (benchmarks/README.md, "Threads per call");
+// other kernels count their steps in units of the same time.
+double work_per_thread();
+
+// Threads for a call of `work` units: one per work_per_thread(), at least 1, at most
+// `threads` (<= 0: default_threads()) and 256.
+int threads_for_work(double work, int threads);
+
 }  // namespace kepsparse

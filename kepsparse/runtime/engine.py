@@ -347,6 +347,8 @@ class GraphModel(SparseModel):
                   else self._conv_add_step(a, impl))
             return _with_blas_threads(fn, threads) if impl.dense is not None else fn
         func = FUNCS[node.op]
+        if node.op == "MaxPool":  # the C++ loop splits planes over threads
+            return lambda xs, capture: ops.max_pool(a, xs, reuse, threads=threads)
         step = lambda xs, capture: func(a, xs, reuse)  # noqa: E731
         if node.op in ("Gemm", "MatMul"):
             big = _with_blas_threads(step, threads)

@@ -270,7 +270,7 @@ def _separable(xp, a, Ho, Wo, combine, dtype=None):
     return out
 
 
-def max_pool(a, xs, reuse=False):
+def max_pool(a, xs, reuse=False, threads=None):
     x = xs[0]
     (Ho, Wo), pads, spans = pool_geometry(a, x.shape[2], x.shape[3])
     if _core_max_pool2d is not None and x.dtype == np.float32 and x.ndim == 4:
@@ -278,7 +278,7 @@ def max_pool(a, xs, reuse=False):
         # ResNet-18's 64x112x112 stem output)
         return _core_max_pool2d(np.ascontiguousarray(x), tuple(a["kernel_shape"]),
                                 tuple(a.get("strides", [1, 1])), (pads[0][0], pads[1][0]),
-                                tuple(a.get("dilations", [1, 1])), (Ho, Wo))
+                                tuple(a.get("dilations", [1, 1])), (Ho, Wo), threads or 0)
     xp, _ = _padded(x, pads, spans, a, Ho, Wo, _min_value(x.dtype))
     return _separable(xp, a, Ho, Wo, np.maximum)
 

@@ -56,3 +56,12 @@ def test_non_float32_keeps_the_numpy_path():
     x = np.arange(2 * 5 * 5, dtype=np.int32).reshape(1, 2, 5, 5)
     y = ops.max_pool(dict(kernel_shape=[2, 2], strides=[2, 2]), [x])
     assert y.dtype == np.int32 and y[0, 0, 0, 0] == 6
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threaded_max_pool_is_identical(threads):
+    """Large enough to be split over threads (planes per pool item, odd counts)."""
+    x = np.random.default_rng(2).standard_normal((2, 13, 112, 111)).astype(np.float32)
+    a = dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    y = ops.max_pool(a, [x], threads=threads)
+    np.testing.assert_array_equal(y, _numpy_max_pool(a, x))
