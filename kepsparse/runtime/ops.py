@@ -183,7 +183,12 @@ def pad(a, xs, reuse=False):
     mode = a.get("mode", "constant")
     if mode == "constant":
         cv = 0 if value is None else np.asarray(value).reshape(-1)[0] if np.size(value) else 0
-        return np.pad(x, width, mode="constant", constant_values=np.asarray(cv).astype(x.dtype))
+        # one fill and one copy into the middle (np.pad's general path took ~40 us on a
+        # ResNet-56 shortcut's 16x16 planes)
+        y = np.full(tuple(d + b + e for d, (b, e) in zip(x.shape, width)),
+                    np.asarray(cv).astype(x.dtype), dtype=x.dtype)
+        y[tuple(slice(b, b + d) for d, (b, _) in zip(x.shape, width))] = x
+        return y
     return np.pad(x, width, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode])
 
 
