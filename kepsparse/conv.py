@@ -126,6 +126,26 @@ def run_prepared(kernel: registry.Kernel, prepared, fmt: SparseFormat, x: np.nda
     return y
 
 
+def bind_prepared(kernel: registry.Kernel, prepared, fmt: SparseFormat, x_shape: tuple, bias,
+                  geometry: ConvGeometry, threads):
+    """``run_prepared`` for inputs of one shape, as a function ``f(x, relu, residual=None)``
+    of validated operands of that shape: kernels with ``bind`` work out their call once
+    (the network runtime calls each layer with one shape). Same results and the same
+    non-finite fallback as ``run_prepared``."""
+    if kernel.bind is None or not kernel.fuses_residual:
+        return lambda x, relu, residual=None: run_prepared(
+            kernel, prepared, fmt, x, bias, geometry, relu, threads, residual)
+    call = kernel.bind(prepared, tuple(x_shape), geometry, threads)
+    finite = _core_all_finite if _core_all_finite is not None else all_finite
+
+    def bound(x, relu, residual=None):
+        if not finite(x):  # dense semantics for NaN/Inf (see run_prepared)
+            return run_prepared(kernel, prepared, fmt, x, bias, geometry, relu, threads,
+                                residual)
+        return call(x, bias, relu, residual)
+    return bound
+
+
 def run_conv(fmt: SparseFormat, x: np.ndarray, bias, geometry: ConvGeometry, backend: str,
              relu: bool, threads) -> np.ndarray:
     """Select the kernel for ``fmt`` on ``backend`` and run it on validated operands."""

@@ -334,25 +334,43 @@ def _make_prepare(isa: str, kind: str = "blocks"):
     return prepare
 
 
-def run(prepared: _Prepared, x, bias, geometry, relu=False, threads=None, residual=None):
-    # everything but the operands depends on (input shape, geometry, threads) only: worked
-    # out once per key (a network calls each layer with one shape; ~1 us saved per call)
-    key = (x.shape, geometry, threads)
+def _call_args(prepared: _Prepared, x_shape, geometry, threads) -> tuple:
+    """(plan, isa, stride, padding, dilation, out_hw, threads) of ``_core.spconv_run`` for
+    an input shape. Depends on (input shape, geometry, threads) only: worked out once per
+    key (a network calls each layer with one shape; ~1 us saved per call)."""
+    key = (x_shape, geometry, threads)
     call = prepared.calls.get(key)
     if call is None:
         O, Cg, KH, KW = prepared.fmt.shape
-        Ho, Wo = geometry.output_size(x.shape[2], x.shape[3], KH, KW)
+        Ho, Wo = geometry.output_size(x_shape[2], x_shape[3], KH, KW)
         if prepared.kind == "blocks":
             plan = prepared.plan(geometry.groups)
         else:
-            plan = prepared.plan(geometry.groups, _group_chunk(O, x.shape[0], Ho, Wo, threads))
+            plan = prepared.plan(geometry.groups, _group_chunk(O, x_shape[0], Ho, Wo, threads))
         call = (plan, prepared.isa, tuple(geometry.stride), tuple(geometry.padding),
                 tuple(geometry.dilation), (Ho, Wo), 0 if threads is None else int(threads))
         if len(prepared.calls) < 64:  # bounded: a caller may feed many shapes
             prepared.calls[key] = call
-    plan, isa, stride, padding, dilation, out_hw, nthreads = call
+    return call
+
+
+def run(prepared: _Prepared, x, bias, geometry, relu=False, threads=None, residual=None):
+    plan, isa, stride, padding, dilation, out_hw, nthreads = _call_args(
+        prepared, x.shape, geometry, threads)
     return _core.spconv_run(plan, isa, x, bias, stride, padding, dilation, out_hw, bool(relu),
                             nthreads, residual)
+
+
+def bind(prepared: _Prepared, x_shape, geometry, threads):
+    """``run`` for inputs of shape ``x_shape``: the call's arguments bound once."""
+    plan, isa, stride, padding, dilation, out_hw, nthreads = _call_args(
+        prepared, tuple(x_shape), geometry, threads)
+    spconv_run = _core.spconv_run
+
+    def call(x, bias, relu, residual=None):
+        return spconv_run(plan, isa, x, bias, stride, padding, dilation, out_hw, bool(relu),
+                          nthreads, residual)
+    return call
 
 
 _TILE_NAMES = {"avx512": "o1to8x128", "avx2": "o1to4x64", "generic": "o1to4x32"}
@@ -373,6 +391,7 @@ for _fmt in ("pattern", "csr", "dense"):
             priority=100 + _bonus if _fmt != "dense" else 50 + _bonus,
             fuses_residual=True,
             estimate=_make_estimate(_isa, "blocks"),
+            bind=bind,
         ))
 
 _GROUP_TILES = {"avx512": "grp4x96", "avx2": "grp4x16", "generic": "grp4x8"}
@@ -393,4 +412,5 @@ for _isa, _needs, _bonus in ISAS:
         priority=110 + _bonus,
         fuses_residual=True,
         estimate=_make_estimate(_isa, "groups"),
+        bind=bind,
     ))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..conv import as_input, check_operands, check_threads, prepared_for, run_prepared
+from ..conv import as_input, bind_prepared, check_operands, check_threads, prepared_for
 from ..errors import InputError, KepError, UnsupportedError
 from ..formats import DenseFormat
 from ..kernels import registry
@@ -67,6 +67,9 @@ class ConvImpl:
             self.prepared = prepared_for(self.fmt, self.kernel)
         self.bias = None if layer.bias is None else np.ascontiguousarray(layer.bias, np.float32)
         self._checked_shape = None  # x.shape last validated (the checks depend on it alone)
+        # the kernel bound to the validated shape (conv.bind_prepared): one pair, replaced
+        # together, so threads sharing self never see a shape with another shape's call
+        self._bound = (None, None)
         self._out_cache = (None, None)  # output_shape's last (x shape, answer)
 
     @property
@@ -89,8 +92,12 @@ class ConvImpl:
             self._checked_shape = x.shape
         if self.dense is not None:
             return self.dense(x, relu, residual)
-        return run_prepared(self.kernel, self.prepared, self.fmt, x, self.bias, self.geometry,
-                            relu, self.threads, residual)
+        shape, bound = self._bound
+        if shape != x.shape:
+            bound = bind_prepared(self.kernel, self.prepared, self.fmt, x.shape, self.bias,
+                                  self.geometry, self.threads)
+            self._bound = (x.shape, bound)
+        return bound(x, relu, residual)
 
     def output_shape(self, x_shape) -> tuple:
         cached = self._out_cache  # one (x shape, output shape) pair: threads may share self

@@ -79,3 +79,29 @@ def test_kernel_groups(kernel_name, rng):
     for fmt_name in kernel.formats:
         y = ks.conv2d(x, ks.pack(w, fmt_name), None, padding=1, groups=2, backend=kernel_name)
         np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel_name", KERNELS)
+def test_bound_kernel_equals_run(kernel_name, rng):
+    """conv.bind_prepared (the network runtime's per-shape call) gives exactly run_prepared's
+    output, with ReLU and a residual, and the dense fallback for a NaN input."""
+    from kepsparse.conv import bind_prepared, prepared_for, run_prepared
+    from kepsparse.geometry import ConvGeometry
+    kernel = get(kernel_name)
+    w = ks.testing.make_kep_weight(rng, 10, 6, 3, 3)
+    bias = rng.standard_normal(10).astype(np.float32)
+    geo = ConvGeometry.make(2, 1)
+    x = rng.standard_normal((2, 6, 15, 14)).astype(np.float32)
+    r = rng.standard_normal((2, 10, 8, 7)).astype(np.float32)
+    for fmt_name in kernel.formats:
+        fmt = ks.pack(w, fmt_name)
+        prepared = prepared_for(fmt, kernel)
+        bound = bind_prepared(kernel, prepared, fmt, x.shape, bias, geo, None)
+        for relu, res in ((False, None), (True, r)):
+            want = run_prepared(kernel, prepared, fmt, x, bias, geo, relu, None, res)
+            np.testing.assert_array_equal(bound(x, relu, res), want)
+        xn = x.copy()
+        xn[1, 3, 2, 2] = np.nan
+        np.testing.assert_array_equal(np.isnan(bound(xn, False)),
+                                      np.isnan(run_prepared(kernel, prepared, fmt, xn, bias, geo,
+                                                            False, None)))
