@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .blas import one_blas_thread
+
 
 class DenseConv:
     """A dense conv with its weight pre-reshaped for matmul."""
@@ -44,17 +46,19 @@ class DenseConv:
         else:
             y = np.empty((N, self.O, Ho * Wo), np.float32)
             Og, Cg = self.O // self.g, self.Cg
-            for gi in range(self.g):
-                xg = x[:, gi * Cg:(gi + 1) * Cg]
-                if self.KH == self.KW == 1 and sh == sw == 1:
-                    cols = np.ascontiguousarray(xg[:, :, :Ho, :Wo]).reshape(N, Cg, Ho * Wo)
-                else:
-                    s = xg.strides
-                    view = as_strided(xg, (N, Cg, self.KH, self.KW, Ho, Wo),
-                                      (s[0], s[1], s[2] * dh, s[3] * dw, s[2] * sh, s[3] * sw),
-                                      writeable=False)
-                    cols = view.reshape(N, Cg * self.KH * self.KW, Ho * Wo)
-                np.matmul(self.w2[gi], cols, out=y[:, gi * Og:(gi + 1) * Og])
+            # one BLAS thread: a threaded call leaves a worker spinning (runtime/blas.py)
+            with one_blas_thread():
+                for gi in range(self.g):
+                    xg = x[:, gi * Cg:(gi + 1) * Cg]
+                    if self.KH == self.KW == 1 and sh == sw == 1:
+                        cols = np.ascontiguousarray(xg[:, :, :Ho, :Wo]).reshape(N, Cg, Ho * Wo)
+                    else:
+                        s = xg.strides
+                        view = as_strided(xg, (N, Cg, self.KH, self.KW, Ho, Wo),
+                                          (s[0], s[1], s[2] * dh, s[3] * dw, s[2] * sh, s[3] * sw),
+                                          writeable=False)
+                        cols = view.reshape(N, Cg * self.KH * self.KW, Ho * Wo)
+                    np.matmul(self.w2[gi], cols, out=y[:, gi * Og:(gi + 1) * Og])
             y = y.reshape(N, self.O, Ho, Wo)
         if self.bias is not None:
             y += self.bias[None, :, None, None]

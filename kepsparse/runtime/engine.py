@@ -27,6 +27,7 @@ from ..model import SparseConv, SparseModel
 from .dense import DenseConv
 from .graph import Graph, Node
 from . import ops
+from .blas import single_threaded
 from .ops import FUNCS, INPLACE_OPS, VIEW_OPS
 DENSE_IMPL = DenseConv.name
 
@@ -344,21 +345,21 @@ class GraphModel(SparseModel):
         self._steps.clear()
 
     def _step(self, node, backend, threads, reuse):
-        """The node as a function of its inputs. BLAS is limited to ``threads`` only around
-        the steps that call it (the BLAS dense conv path, large matrix products), not around
-        every call: setting BLAS's thread count costs ~10 us and touches its worker pool."""
+        """The node as a function of its inputs. The steps that call BLAS (the dense conv
+        path, large matrix products) run it on one thread (runtime/blas.py: a threaded
+        BLAS call leaves a worker spinning on the cores the sparse kernels use next)."""
         a = node.attrs
         if node.op in ("SparseConv", FUSED_CONV_ADD):
             impl = self.conv_impl(a["layer"], backend, threads)
             fn = (self._conv_step(a, impl, a.get("act", "none")) if node.op == "SparseConv"
                   else self._conv_add_step(a, impl))
-            return _with_blas_threads(fn, threads) if impl.dense is not None else fn
+            return fn  # the dense path limits BLAS itself (runtime/blas.py)
         func = FUNCS[node.op]
         if node.op == "MaxPool":  # the C++ loop splits planes over threads
             return lambda xs, capture: ops.max_pool(a, xs, reuse, threads=threads)
         step = lambda xs, capture: func(a, xs, reuse)  # noqa: E731
-        if node.op in ("Gemm", "MatMul"):
-            big = _with_blas_threads(step, threads)
+        if node.op in ("Gemm", "MatMul"):  # BLAS on one thread (see runtime/blas.py)
+            big = single_threaded(step)
             return lambda xs, capture: (
                 step if ops.is_small_product(xs[0], xs[1]) else big)(xs, capture)
         return step
@@ -483,36 +484,3 @@ def fuse_residual_adds(graph: Graph) -> list[Node]:
 def _shape_str(shape) -> str:
     return "(" + ", ".join("N" if i == 0 else ("?" if d is None else str(d))
                            for i, d in enumerate(shape)) + ")"
-
-
-_CONTROLLER = []
-
-
-def _with_blas_threads(fn, threads):
-    """``fn`` run with the BLAS pool limited to ``threads`` (as it is when None)."""
-    if threads is None:
-        return fn
-
-    def limited(xs, capture):
-        ctx = _blas_threads(threads)
-        try:
-            return fn(xs, capture)
-        finally:
-            if ctx is not None:
-                ctx.__exit__(None, None, None)
-    return limited
-
-
-def _blas_threads(threads):
-    """Limit the BLAS pool (used by the dense path and MatMul/Gemm) to ``threads``."""
-    if threads is None:
-        return None
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return None
-    if not _CONTROLLER:
-        _CONTROLLER.append(ThreadpoolController())
-    ctx = _CONTROLLER[0].limit(limits=int(threads), user_api="blas")
-    ctx.__enter__()
-    return ctx

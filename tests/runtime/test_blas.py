@@ -1,0 +1,55 @@
+"""The runtime's BLAS calls run on one thread (runtime/blas.py): a threaded OpenBLAS call
+leaves a worker spinning for ~0.1 s on the cores the sparse kernels use next."""
+from __future__ import annotations
+
+import os
+import resource
+import time
+
+import numpy as np
+import pytest
+
+from kepsparse.geometry import ConvGeometry
+from kepsparse.runtime import blas
+from kepsparse.runtime.dense import DenseConv
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+pytestmark = pytest.mark.skipif(not blas._blas_libs(), reason="no BLAS threadpoolctl controls")
+
+
+def test_one_blas_thread_limits_and_restores():
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = [lib.get_num_threads() for lib in blas._blas_libs()]
+        with blas.one_blas_thread():
+            assert all(lib.get_num_threads() == 1 for lib in blas._blas_libs())
+        assert [lib.get_num_threads() for lib in blas._blas_libs()] == before
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _cpu_burnt_after(fn) -> float:
+    """CPU seconds this process uses in the 0.3 s after fn() returns (while it sleeps)."""
+    fn()
+    time.sleep(0.3)  # let any earlier spin end
+    fn()
+    c0 = _cpu_s()
+    time.sleep(0.3)
+    return _cpu_s() - c0
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="BLAS runs one thread anyway")
+def test_runtime_blas_calls_leave_no_spinning_worker():
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((64, 512)).astype(np.float32)
+    B = rng.standard_normal((512, 1000)).astype(np.float32)
+    conv = DenseConv(rng.standard_normal((32, 16, 3, 3)).astype(np.float32), None,
+                     ConvGeometry.make(1, 1))
+    x = rng.standard_normal((2, 16, 40, 40)).astype(np.float32)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        product = blas.single_threaded(lambda: A @ B)
+        for fn in (product, lambda: conv(x)):
+            # a spinning OpenBLAS worker burns ~0.1 s of CPU here; a sleeping one nothing
+            assert _cpu_burnt_after(fn) < 0.03
