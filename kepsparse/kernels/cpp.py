@@ -44,6 +44,7 @@ import threading
 
 import numpy as np
 
+from ..blas import one_blas_thread
 from ..errors import UnsupportedError
 from .registry import Kernel, register
 
@@ -110,7 +111,8 @@ def _overlaps(masks: np.ndarray) -> np.ndarray | None:
     if O <= 1 or O > GREEDY_MAX_CHANNELS:
         return None
     m = masks.astype(np.float32)
-    return m @ m.T
+    with one_blas_thread():  # a threaded BLAS call leaves a worker spinning (kepsparse/blas.py)
+        return m @ m.T
 
 
 def _greedy_order(overlap: np.ndarray | None, ob: int, base: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .blas import one_blas_thread
+from ..blas import one_blas_thread
 
 
 class DenseConv:
@@ -46,7 +46,7 @@ class DenseConv:
         else:
             y = np.empty((N, self.O, Ho * Wo), np.float32)
             Og, Cg = self.O // self.g, self.Cg
-            # one BLAS thread: a threaded call leaves a worker spinning (runtime/blas.py)
+            # one BLAS thread: a threaded call leaves a worker spinning (kepsparse/blas.py)
             with one_blas_thread():
                 for gi in range(self.g):
                     xg = x[:, gi * Cg:(gi + 1) * Cg]

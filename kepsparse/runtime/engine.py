@@ -27,7 +27,7 @@ from ..model import SparseConv, SparseModel
 from .dense import DenseConv
 from .graph import Graph, Node
 from . import ops
-from .blas import single_threaded
+from ..blas import single_threaded
 from .ops import FUNCS, INPLACE_OPS, VIEW_OPS
 DENSE_IMPL = DenseConv.name
 
@@ -346,19 +346,19 @@ class GraphModel(SparseModel):
 
     def _step(self, node, backend, threads, reuse):
         """The node as a function of its inputs. The steps that call BLAS (the dense conv
-        path, large matrix products) run it on one thread (runtime/blas.py: a threaded
+        path, large matrix products) run it on one thread (kepsparse/blas.py: a threaded
         BLAS call leaves a worker spinning on the cores the sparse kernels use next)."""
         a = node.attrs
         if node.op in ("SparseConv", FUSED_CONV_ADD):
             impl = self.conv_impl(a["layer"], backend, threads)
             fn = (self._conv_step(a, impl, a.get("act", "none")) if node.op == "SparseConv"
                   else self._conv_add_step(a, impl))
-            return fn  # the dense path limits BLAS itself (runtime/blas.py)
+            return fn  # the dense path limits BLAS itself (kepsparse/blas.py)
         func = FUNCS[node.op]
         if node.op == "MaxPool":  # the C++ loop splits planes over threads
             return lambda xs, capture: ops.max_pool(a, xs, reuse, threads=threads)
         step = lambda xs, capture: func(a, xs, reuse)  # noqa: E731
-        if node.op in ("Gemm", "MatMul"):  # BLAS on one thread (see runtime/blas.py)
+        if node.op in ("Gemm", "MatMul"):  # BLAS on one thread (see kepsparse/blas.py)
             big = single_threaded(step)
             return lambda xs, capture: (
                 step if ops.is_small_product(xs[0], xs[1]) else big)(xs, capture)

@@ -110,7 +110,7 @@ def is_small_product(A, B) -> bool:
 
 def product(A, B):
     """A @ B. A small 2-D product runs in NumPy's own loops (einsum), not BLAS: setting the
-    BLAS thread limit (runtime/blas.py) would cost more than it saves. ~45 us for
+    BLAS thread limit (kepsparse/blas.py) would cost more than it saves. ~45 us for
     ResNet-18's 512x1000 classifier at batch 1 (BLAS: ~33 us)."""
     if is_small_product(A, B) and A.dtype == B.dtype and A.dtype.kind == "f":
         return np.einsum("ij,jk->ik", A, B, optimize=False)

@@ -1,4 +1,4 @@
-"""The runtime's BLAS calls run on one thread (runtime/blas.py): a threaded OpenBLAS call
+"""The runtime's BLAS calls run on one thread (kepsparse/blas.py): a threaded OpenBLAS call
 leaves a worker spinning for ~0.1 s on the cores the sparse kernels use next."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kepsparse.geometry import ConvGeometry
-from kepsparse.runtime import blas
+from kepsparse import blas
 from kepsparse.runtime.dense import DenseConv
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
