@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..blas import single_threaded
 from ..conv import as_input, bind_prepared, check_operands, check_threads, prepared_for
 from ..errors import InputError, KepError, UnsupportedError
 from ..formats import DenseFormat
@@ -27,7 +28,6 @@ from ..model import SparseConv, SparseModel
 from .dense import DenseConv
 from .graph import Graph, Node
 from . import ops
-from ..blas import single_threaded
 from .ops import FUNCS, INPLACE_OPS, VIEW_OPS
 DENSE_IMPL = DenseConv.name
 
