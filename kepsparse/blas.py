@@ -39,7 +39,10 @@ def _blas_libs() -> list:
 
 @contextlib.contextmanager
 def one_blas_thread():
-    """BLAS limited to one thread inside the block; the previous counts restored after."""
+    """BLAS limited to one thread inside the block; the previous counts restored after.
+    The count is process-wide: when Python threads overlap here, one may restore the count
+    while another is still inside, whose BLAS call then runs threaded (slower to follow,
+    never wrong)."""
     libs = _blas_libs()
     previous = []
     for lib in libs:
