@@ -53,3 +53,28 @@ def test_runtime_blas_calls_leave_no_spinning_worker():
         for fn in (product, lambda: conv(x)):
             # a spinning OpenBLAS worker burns ~0.1 s of CPU here; a sleeping one nothing
             assert _cpu_burnt_after(fn) < 0.03
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="BLAS runs one thread anyway")
+@pytest.mark.parametrize("threads", [None, 2])
+def test_graph_gemm_leaves_no_spinning_worker(threads):
+    """Through the graph runtime: a classifier Gemm above ops.SMALL_PRODUCT (a batch of 64
+    x 512 -> 1000) goes through BLAS, on one thread, whatever ``threads`` says."""
+    pytest.importorskip("onnx")
+    import kepsparse as ks
+    from kepsparse.runtime import ops
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array(rng.standard_normal((1000, 512)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 512])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    m = ks.convert(proto)
+    x = rng.standard_normal((64, 512)).astype(np.float32)
+    assert not ops.is_small_product(x, np.zeros((512, 1000), np.float32))
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        y = m(x, threads=threads)
+        np.testing.assert_allclose(y, x @ numpy_helper.to_array(w).T, rtol=1e-4, atol=1e-3)
+        assert _cpu_burnt_after(lambda: m(x, threads=threads)) < 0.03
