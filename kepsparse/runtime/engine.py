@@ -83,8 +83,7 @@ class ConvImpl:
     def __call__(self, x, relu=False, residual=None):
         """act(conv(x) + bias + residual); ``residual``: None or a float32 C-contiguous
         array of the output's shape (the caller checks)."""
-        if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous
-                and x.shape == self._checked_shape):
+        if not (_is_f32c(x) and x.shape == self._checked_shape):
             try:
                 x = as_input(x)
                 check_operands(x, self.fmt, self.bias, self.geometry, layer=self.layer.name)
@@ -351,12 +350,12 @@ class GraphModel(SparseModel):
         a = node.attrs
         if node.op in ("SparseConv", FUSED_CONV_ADD):
             impl = self.conv_impl(a["layer"], backend, threads)
-            fn = (self._conv_step(a, impl, a.get("act", "none")) if node.op == "SparseConv"
-                  else self._conv_add_step(a, impl))
-            return fn  # the dense path limits BLAS itself (kepsparse/blas.py)
+            # (the dense path limits BLAS itself, kepsparse/blas.py)
+            return (self._conv_step(a, impl, a.get("act", "none")) if node.op == "SparseConv"
+                    else self._conv_add_step(a, impl))
         func = FUNCS[node.op]
         if node.op == "MaxPool":  # the C++ loop splits planes over threads
-            return lambda xs, capture: ops.max_pool(a, xs, reuse, threads=threads)
+            return lambda xs, capture: func(a, xs, reuse, threads=threads)
         step = lambda xs, capture: func(a, xs, reuse)  # noqa: E731
         if node.op in ("Gemm", "MatMul"):  # BLAS on one thread (see kepsparse/blas.py)
             big = single_threaded(step)
@@ -374,9 +373,7 @@ class GraphModel(SparseModel):
         hi = None if hi is None else np.float32(hi)
 
         def conv(xs, capture):
-            x = xs[0]
-            if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous):
-                x = np.ascontiguousarray(x, dtype=np.float32)
+            x = _f32c(xs[0])
             if capture is not None:
                 capture[layer] = x
             y = impl(x, relu=relu)
@@ -396,11 +393,8 @@ class GraphModel(SparseModel):
         conv = cls._conv_step(a, impl, "none")
 
         def conv_add(xs, capture):
-            x, r = xs
-            if not (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous):
-                x = np.ascontiguousarray(x, dtype=np.float32)
-            if (type(r) is np.ndarray and r.dtype == np.float32 and r.flags.c_contiguous
-                    and x.ndim == 4 and r.shape == impl.output_shape(x.shape)):
+            x, r = _f32c(xs[0]), xs[1]
+            if (_is_f32c(r) and x.ndim == 4 and r.shape == impl.output_shape(x.shape)):
                 if capture is not None:
                     capture[layer] = x
                 return impl(x, relu=relu, residual=r)
@@ -431,6 +425,15 @@ class GraphModel(SparseModel):
             s["graph"] = {"nodes": len(self.graph.nodes), "ops": self.graph.op_counts(),
                           "inputs": self.graph.inputs, "outputs": self.graph.outputs}
         return s
+
+
+def _is_f32c(a) -> bool:
+    return type(a) is np.ndarray and a.dtype == np.float32 and a.flags.c_contiguous
+
+
+def _f32c(a) -> np.ndarray:
+    """``a`` as a float32 C-contiguous array, without a call into NumPy when it is one."""
+    return a if _is_f32c(a) else np.ascontiguousarray(a, dtype=np.float32)
 
 
 FUSED_CONV_ADD = "SparseConv+Add"
