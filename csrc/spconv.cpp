@@ -10,6 +10,7 @@
 #include <string>
 
 #include "cpu_features.hpp"
+#include "finite_scan.hpp"
 
 #if defined(__SSE2__)
 #include <immintrin.h>
@@ -138,13 +139,16 @@ inline void copy_floats(float* d, const float* s, long n) {
     for (; k < n; ++k) d[k] = s[k];
 }
 
-// One plan of either kind: bp (register blocks) or gp (pattern groups).
-void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_name,
-              const ConvArgs& a) {
-    const float* x = a.x;
+// One plan of either kind: bp (register blocks) or gp (pattern groups). Everything here
+// depends on sizes only (a's pointers are not read).
+void build_layout(SpconvLayout& L, const SpconvPlan* bp, const GroupPlan* gp,
+                  const std::string& isa_name, const ConvArgs& a) {
     const long N = a.N, H = a.H, W = a.W, Ho = a.Ho, Wo = a.Wo;
     const int sh = a.sh, sw = a.sw, pt = a.pt, pb = a.pb, pl = a.pl, pr = a.pr, dh = a.dh,
               dw = a.dw;
+    if (N <= 0 || H <= 0 || W <= 0) throw std::invalid_argument("x has an empty dimension");
+    if (sh < 1 || sw < 1 || dh < 1 || dw < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0)
+        throw std::invalid_argument("stride/dilation must be >= 1 and padding >= 0");
     const SpconvIsa& isa = *spconv_isa_by_name(isa_name);
     const int vmax = !isa.process ? 0 : bp ? isa.vmax(bp->OB) : isa.grp_v;
     if (vmax <= 0) throw std::invalid_argument("no tile for this plan on this ISA");
@@ -191,17 +195,12 @@ void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_
         }
     if ((double)C * PS + ntiles * T + maxtab >= 2147483647.0)
         throw std::invalid_argument("one image is too large for 32-bit offsets");
-    std::vector<int32_t> off(C * KK);
+    L.off.assign(C * KK, 0);
     for (long ci = 0; ci < C; ++ci)
-        for (long k = 0; k < KK; ++k) off[ci * KK + k] = (int32_t)(ci * PS + tab[k]);
+        for (long k = 0; k < KK; ++k) L.off[ci * KK + k] = (int32_t)(ci * PS + tab[k]);
 
-    // tile reads may run past the last plane (garbage lanes): slack of zeros after it
-    const long slack = ntiles * T + maxtab + 64 - npix;
-    const long img = C * PS;
-    thread_local Scratch xs;
-    float* xr = xs.get((size_t)(N * img + std::max(0L, slack) + 64));
-
-    SpconvCtx c;
+    SpconvCtx& c = L.ctx;
+    c = SpconvCtx();
     c.plan = bp;
     if (bp) {
         c.out_ch = bp->out_ch.data();
@@ -223,13 +222,7 @@ void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_
         c.O = gp->O;
     }
     c.KK = (int)KK;
-    c.xr = xr;
-    c.img_stride = img;
-    c.off = off.data();
-    c.y = a.y;
-    c.bias = a.bias;
-    c.res = a.residual;
-    c.relu = a.relu;
+    c.img_stride = C * PS;
     c.Ho = Ho;
     c.Wo = Wo;
     c.Wr = Wr;
@@ -254,21 +247,68 @@ void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_
                                       : (double)gp->ch_o.size() * 4.0;
     const double work = lanes_per_pixel * (double)npix * N + (double)N * C * PS +
                         (double)N * (bp ? bp->O : gp->O) * npix;
-    const int nt = threads_for_work(work, a.threads);
-    const long nblocks = bp ? bp->nblocks : gp->nchunks;
+    L.nt = threads_for_work(work, a.threads);
+    L.nblocks = bp ? bp->nblocks : gp->nchunks;
     const long base_items = N * ntiles;
-    long nchunks = std::max<long>(1, (4L * nt + base_items - 1) / base_items);
-    nchunks = bp ? std::min(nchunks, nblocks) : gp->nchunks;  // group plans: fixed chunks
-    const long items = base_items * nchunks;
-    const long max_chunk_blocks = (nblocks + nchunks - 1) / nchunks;
+    long nchunks = std::max<long>(1, (4L * L.nt + base_items - 1) / base_items);
+    nchunks = bp ? std::min(nchunks, L.nblocks) : gp->nchunks;  // group plans: fixed chunks
+    L.nchunks = nchunks;
+    L.ntiles = ntiles;
+    L.items = base_items * nchunks;
+    const long max_chunk_blocks = (L.nblocks + nchunks - 1) / nchunks;
+    L.buf_floats = (size_t)(bp ? max_chunk_blocks * bp->OB * T : gp->och * T);
+    // tile reads may run past the last plane (garbage lanes): slack of zeros after it
+    L.slack = ntiles * T + maxtab + 64 - npix;
+    L.isa = &isa;
+    L.bp = bp;
+    L.gp = gp;
+    L.N = N;
+    L.C = C;
+    L.H = H;
+    L.W = W;
+    L.O = bp ? bp->O : gp->O;
+    L.sh = sh;
+    L.sw = sw;
+    L.pt = pt;
+    L.pl = pl;
+    L.Hra = Hra;
+    L.nph = nph;
+    L.PS = PS;
+}
+
+}  // namespace
+
+SpconvLayout::SpconvLayout(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa,
+                           const ConvArgs& a) {
+    build_layout(*this, bp, gp, isa, a);
+}
+
+bool spconv_execute(const SpconvLayout& L, const ConvArgs& a, bool check_finite) {
+    if (a.N != L.N || a.H != L.H || a.W != L.W)
+        throw std::invalid_argument("x's shape is not the one this call was set up for");
+    const float* x = a.x;
+    if (check_finite && !all_finite_f32(x, (size_t)(L.N * L.C * L.H * L.W))) return false;
+    const long N = L.N, H = L.H, W = L.W, C = L.C, PS = L.PS, Hra = L.Hra, nph = L.nph;
+    const long Wr = L.ctx.Wr, img = L.ctx.img_stride;
+    const int sh = L.sh, sw = L.sw, pt = L.pt, pl = L.pl, nt = L.nt;
+    const SpconvIsa& isa = *L.isa;
+
+    thread_local Scratch xs;
+    float* xr = xs.get((size_t)(N * img + std::max(0L, L.slack) + 64));
+    SpconvCtx c = L.ctx;
+    c.off = L.off.data();
+    c.xr = xr;
+    c.y = a.y;
+    c.bias = a.bias;
+    c.res = a.residual;
+    c.relu = a.relu;
 
     // tile buffers, one per pool slot, kept across calls by the calling thread
     static thread_local std::vector<std::unique_ptr<Scratch>> tile_bufs;
-    const size_t buf_floats = (size_t)(bp ? max_chunk_blocks * bp->OB * T : gp->och * T);
     if ((int)tile_bufs.size() < nt) tile_bufs.resize(nt);
     for (int t = 0; t < nt; ++t) {
         if (!tile_bufs[t]) tile_bufs[t].reset(new Scratch());
-        tile_bufs[t]->get(buf_floats);
+        tile_bufs[t]->get(L.buf_floats);
     }
     const std::unique_ptr<Scratch>* bufs = tile_bufs.data();
 
@@ -315,29 +355,30 @@ void run_impl(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa_
         for (long nc = planes * item / pack_items; nc < planes * (item + 1) / pack_items; ++nc)
             pack_plane(nc);
     });
-    if (slack > 0) std::memset(xr + N * img, 0, sizeof(float) * (slack + 64));
+    if (L.slack > 0) std::memset(xr + N * img, 0, sizeof(float) * (L.slack + 64));
 
-    pool_run(items, nt - 1, [&](long it, int slot) {
+    const long nchunks = L.nchunks, ntiles = L.ntiles, nblocks = L.nblocks;
+    const bool groups = L.gp != nullptr;
+    pool_run(L.items, nt - 1, [&](long it, int slot) {
         const long chunk = it % nchunks;
         const long nt_idx = it / nchunks;
         const long n = nt_idx / ntiles, tile = nt_idx % ntiles;
-        if (!bp) {
+        if (groups) {
             isa.process_grp(c, n, tile, chunk, bufs[slot]->p);
             return;
         }
         const long b0 = nblocks * chunk / nchunks, b1 = nblocks * (chunk + 1) / nchunks;
         isa.process(c, n, tile, b0, b1, bufs[slot]->p);
     });
+    return true;
 }
 
-}  // namespace
-
 void spconv_run(const SpconvPlan& plan, const std::string& isa, const ConvArgs& a) {
-    run_impl(&plan, nullptr, isa, a);
+    spconv_execute(SpconvLayout(&plan, nullptr, isa, a), a, false);
 }
 
 void spconv_run_groups(const GroupPlan& plan, const std::string& isa, const ConvArgs& a) {
-    run_impl(nullptr, &plan, isa, a);
+    spconv_execute(SpconvLayout(nullptr, &plan, isa, a), a, false);
 }
 
 void group_check_plan(const GroupPlan& p) {

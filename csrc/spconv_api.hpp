@@ -1,7 +1,9 @@
 // Entry points of the sparse convolution engine, called from the bindings (module.cpp).
 #pragma once
 
+#include <cstddef>
 #include <string>
+#include <vector>
 
 #include "spconv.hpp"
 
@@ -29,6 +31,38 @@ struct ConvArgs {
     bool relu = false;
     int threads = 0;  // <= 0: OpenMP default
 };
+
+// A call's set-up that depends on sizes only (plan, ISA, N/H/W, Ho/Wo, stride, padding,
+// dilation, threads; never the data): the geometry checks, the packed-input layout, the
+// input offset of every (ci, k), tiling, c-blocking and the thread count. Built once per
+// input shape and reused by every call of that shape (SpconvCall, module.cpp), so a call
+// does only the packing and the kernel. Points into the plan: the plan must outlive it.
+// Throws like spconv_run on bad sizes.
+struct SpconvLayout {
+    SpconvLayout(const SpconvPlan* bp, const GroupPlan* gp, const std::string& isa,
+                 const ConvArgs& sizes);
+    SpconvLayout(const SpconvLayout&) = delete;
+    SpconvLayout& operator=(const SpconvLayout&) = delete;
+
+    const SpconvIsa* isa = nullptr;
+    const SpconvPlan* bp = nullptr;  // exactly one of bp, gp is set
+    const GroupPlan* gp = nullptr;
+    SpconvCtx ctx;                   // sizes and plan arrays; per-call pointers unset
+    std::vector<int32_t> off;        // [Ctot*KK] input offset of entry key (ctx.off)
+    long N = 0, C = 0, H = 0, W = 0, O = 0;
+    int sh = 1, sw = 1, pt = 0, pl = 0;
+    long Hra = 0, nph = 1, PS = 0;   // packed layout (pack_input in spconv.cpp)
+    long slack = 0;                  // zero floats after the last packed image
+    int nt = 1;                      // threads this call uses
+    long ntiles = 0, nchunks = 1, nblocks = 0, items = 0;
+    std::size_t buf_floats = 0;      // tile buffer per thread
+};
+
+// Runs a's convolution with a layout built for a's sizes (x's N/H/W are checked against
+// it; the other sizes are the caller's to keep). check_finite: scan x first and return
+// false, writing nothing, when it holds a NaN/Inf (the caller then runs dense semantics).
+// Call without the GIL.
+bool spconv_execute(const SpconvLayout& layout, const ConvArgs& a, bool check_finite);
 
 // Runs the plan's convolution. Throws std::runtime_error if the CPU lacks the ISA,
 // std::invalid_argument on bad sizes (including a padded input smaller than the dilated

@@ -33,6 +33,18 @@ class GroupPlan:
     @property
     def entries(self) -> int: ...
 
+class SpconvCall:
+    """A layer's conv bound to one input shape, bias and geometry (kernels/cpp.bind)."""
+    def __init__(self, plan: SpconvPlan | GroupPlan, isa: str, x_shape: Sequence[int],
+                 bias: npt.NDArray[np.float32] | None, stride: Sequence[int],
+                 padding: Sequence[int], dilation: Sequence[int], out_hw: Sequence[int],
+                 threads: int) -> None: ...
+    def __call__(self, x: npt.NDArray[np.float32], relu: bool,
+                 residual: npt.NDArray[np.float32] | None = None
+                 ) -> npt.NDArray[np.float32] | None:
+        """act(conv2d(x) + bias + residual), or None (nothing computed) when x holds a
+        NaN/Inf; releases the GIL."""
+
 def spconv_run(plan: SpconvPlan | GroupPlan, isa: str, x: npt.NDArray[np.float32],
                bias: npt.NDArray[np.float32] | None, stride: Sequence[int],
                padding: Sequence[int], dilation: Sequence[int], out_hw: Sequence[int],

@@ -131,18 +131,18 @@ def bind_prepared(kernel: registry.Kernel, prepared, fmt: SparseFormat, x_shape:
     """``run_prepared`` for inputs of one shape, as a function ``f(x, relu, residual=None)``
     of validated operands of that shape: kernels with ``bind`` work out their call once
     (the network runtime calls each layer with one shape). Same results and the same
-    non-finite fallback as ``run_prepared``."""
+    non-finite fallback as ``run_prepared`` (a bound call returns None for a NaN/Inf input)."""
     if kernel.bind is None or not kernel.fuses_residual:
         return lambda x, relu, residual=None: run_prepared(
             kernel, prepared, fmt, x, bias, geometry, relu, threads, residual)
-    call = kernel.bind(prepared, tuple(x_shape), geometry, threads)
-    finite = _core_all_finite if _core_all_finite is not None else all_finite
+    call = kernel.bind(prepared, tuple(x_shape), geometry, threads, bias)
 
     def bound(x, relu, residual=None):
-        if not finite(x):  # dense semantics for NaN/Inf (see run_prepared)
+        y = call(x, relu, residual)
+        if y is None:  # x holds a NaN/Inf: dense semantics (see run_prepared)
             return run_prepared(kernel, prepared, fmt, x, bias, geometry, relu, threads,
                                 residual)
-        return call(x, bias, relu, residual)
+        return y
     return bound
 
 

@@ -363,16 +363,15 @@ def run(prepared: _Prepared, x, bias, geometry, relu=False, threads=None, residu
                             nthreads, residual)
 
 
-def bind(prepared: _Prepared, x_shape, geometry, threads):
-    """``run`` for inputs of shape ``x_shape``: the call's arguments bound once."""
+def bind(prepared: _Prepared, x_shape, geometry, threads, bias):
+    """``run`` for inputs of shape ``x_shape`` and this ``bias``, as a ``_core.SpconvCall``:
+    the plan, bias and shape-dependent set-up are bound once, so a call converts three
+    arguments. ``call(x, relu, residual=None)`` returns None (computing nothing) when x holds
+    a NaN/Inf: the caller then runs dense semantics (conv.bind_prepared)."""
     plan, isa, stride, padding, dilation, out_hw, nthreads = _call_args(
         prepared, tuple(x_shape), geometry, threads)
-    spconv_run = _core.spconv_run
-
-    def call(x, bias, relu, residual=None):
-        return spconv_run(plan, isa, x, bias, stride, padding, dilation, out_hw, bool(relu),
-                          nthreads, residual)
-    return call
+    return _core.SpconvCall(plan, isa, tuple(x_shape), bias, stride, padding, dilation,
+                            out_hw, nthreads)
 
 
 _TILE_NAMES = {"avx512": "o1to8x128", "avx2": "o1to4x64", "generic": "o1to4x32"}

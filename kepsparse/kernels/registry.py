@@ -39,10 +39,11 @@ class Kernel:
     # estimate(prepared, groups) -> relative cost of this layer, comparable between kernels
     # of one backend and ISA (None: cannot say); used by select_for() to pick per layer
     estimate: Callable[[Any, int], float | None] | None = None
-    # bind(prepared, x_shape, geometry, threads) -> fn(x, bias, relu, residual): ``run`` for
-    # one input shape with everything else worked out once (None: callers use ``run``).
-    # Network runtimes call a layer with one shape many times; see conv.bind_prepared.
-    bind: Callable[[Any, tuple, Any, int | None], Callable] | None = None
+    # bind(prepared, x_shape, geometry, threads, bias) -> fn(x, relu, residual): ``run`` for
+    # one input shape and bias with everything else worked out once, returning None (and
+    # computing nothing) when x holds a NaN/Inf (None: callers use ``run``). Network
+    # runtimes call a layer with one shape many times; see conv.bind_prepared.
+    bind: Callable[[Any, tuple, Any, int | None, Any], Callable] | None = None
 
     def unavailable_reason(self) -> str | None:
         return self.available()

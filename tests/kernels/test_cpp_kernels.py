@@ -269,6 +269,44 @@ def test_input_smaller_than_kernel_is_rejected(rng, kind):
 
 
 @pytest.mark.parametrize("kind", ["blocks", "groups"])
+def test_bound_call_checks_its_operands_and_keeps_its_plan(rng, kind):
+    """_core.SpconvCall (cpp.bind): equals spconv_run; returns None for a NaN/Inf input
+    without writing anything; refuses an input or residual of another shape and a bias of
+    the wrong length; holds the plan and a copy of the bias after Python drops them."""
+    import gc
+    isa = USABLE_ISAS[0]
+    fmt = ks.pack(make_kep_weight(rng, 9, 5, 3, 3), "pattern")
+    plan = (cpp.build_plan(fmt, 1, isa) if kind == "blocks" else cpp.build_group_plan(fmt, 1))
+    bias = rng.standard_normal(9).astype(np.float32)
+    x = rng.standard_normal((2, 5, 11, 13)).astype(np.float32)
+    r = rng.standard_normal((2, 9, 6, 7)).astype(np.float32)
+    args = ((2, 2), (1, 1, 1, 1), (1, 1), (6, 7), 1)
+    want = cpp._core.spconv_run(plan, isa, x, bias, *args[:4], True, 1, r)
+    call = cpp._core.SpconvCall(plan, isa, x.shape, bias.copy(), *args)
+    del plan
+    gc.collect()
+    np.testing.assert_array_equal(call(x, True, r), want)
+    np.testing.assert_array_equal(call(x, True, r), want)  # reusable
+    for bad in (np.inf, -np.inf, np.nan):
+        xb = x.copy()
+        xb[1, 4, 10, 12] = bad
+        assert call(xb, False) is None
+    with pytest.raises(ValueError, match="shape is not the one"):
+        call(x[:1].copy(), False)
+    with pytest.raises(ValueError, match="shape is not the one"):
+        call(np.zeros((2, 5, 11, 12), np.float32), False)
+    with pytest.raises(ValueError, match="residual must have the output's shape"):
+        call(x, False, r[:, :8].copy())
+    plan = cpp.build_plan(fmt, 1, isa) if kind == "blocks" else cpp.build_group_plan(fmt, 1)
+    with pytest.raises(ValueError, match="bias length"):
+        cpp._core.SpconvCall(plan, isa, x.shape, bias[:8].copy(), *args)
+    with pytest.raises(ValueError, match="channel count"):
+        cpp._core.SpconvCall(plan, isa, (2, 4, 11, 13), None, *args)
+    with pytest.raises(ValueError, match="does not match the geometry"):
+        cpp._core.SpconvCall(plan, isa, x.shape, None, (2, 2), (1, 1, 1, 1), (1, 1), (6, 6), 1)
+
+
+@pytest.mark.parametrize("kind", ["blocks", "groups"])
 def test_too_many_plan_indices_is_unsupported(kind):
     """Ctot*KH*KW must fit the plans' int32 indices: UnsupportedError(field='shape') from
     prepare (and from the plan builders once groups multiply the channels), not a wrapped
