@@ -3,6 +3,7 @@
 #include "spconv.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -152,6 +153,7 @@ void build_layout(SpconvLayout& L, const SpconvPlan* bp, const GroupPlan* gp,
     const SpconvIsa& isa = *spconv_isa_by_name(isa_name);
     const int vmax = !isa.process ? 0 : bp ? isa.vmax(bp->OB) : isa.grp_v;
     if (vmax <= 0) throw std::invalid_argument("no tile for this plan on this ISA");
+    if (vmax > 8) throw std::logic_error("tiles hold at most 8 vectors (spconv_tile.inc)");
     const long C = bp ? bp->Ctot : gp->Ctot, KH = bp ? bp->KH : gp->KH, KW = bp ? bp->KW : gp->KW;
     const long KK = KH * KW;
     const long Hp = H + pt + pb, Wp = W + pl + pr;
@@ -287,7 +289,6 @@ bool spconv_execute(const SpconvLayout& L, const ConvArgs& a, bool check_finite)
     if (a.N != L.N || a.H != L.H || a.W != L.W)
         throw std::invalid_argument("x's shape is not the one this call was set up for");
     const float* x = a.x;
-    if (check_finite && !all_finite_f32(x, (size_t)(L.N * L.C * L.H * L.W))) return false;
     const long N = L.N, H = L.H, W = L.W, C = L.C, PS = L.PS, Hra = L.Hra, nph = L.nph;
     const long Wr = L.ctx.Wr, img = L.ctx.img_stride;
     const int sh = L.sh, sw = L.sw, pt = L.pt, pl = L.pl, nt = L.nt;
@@ -312,13 +313,18 @@ bool spconv_execute(const SpconvLayout& L, const ConvArgs& a, bool check_finite)
     }
     const std::unique_ptr<Scratch>* bufs = tile_bufs.data();
 
-    auto pack_plane = [&](long nc) {
+    // the vector packers check for NaN/Inf as they copy; the scalar one does not
+    const bool vector_pack = (sw == 1 && sh == 1) || sw == 2;
+    if (check_finite && !vector_pack && !all_finite_f32(x, (size_t)(N * C * H * W)))
+        return false;
+    // false: the plane holds a NaN/Inf (vector packers only)
+    auto pack_plane = [&](long nc) -> bool {
         const float* src = x + nc * H * W;
         float* dst = xr + nc * PS;
         if (sw == 1 && sh == 1) {
-            isa.pack_s1(src, dst, H, W, Wr, pt, pl, PS);  // vector stores (spconv_tile.inc)
+            return isa.pack_s1(src, dst, H, W, Wr, pt, pl, PS);  // (spconv_tile.inc)
         } else if (sw == 2) {
-            isa.pack_sw2(src, dst, H, W, Wr, Hra, sh, pt, pl, PS);  // vector even/odd split
+            return isa.pack_sw2(src, dst, H, W, Wr, Hra, sh, pt, pl, PS);  // even/odd split
         } else {
             // data columns of phase (ra, cb): q in [qlo, qhi) reads source column q*sw + cb - pl
             for (long ra = 0; ra < sh; ++ra)
@@ -346,15 +352,20 @@ bool spconv_execute(const SpconvLayout& L, const ConvArgs& a, bool check_finite)
                     }
                 }
             zero_floats(dst + nph * Hra * Wr, PS - nph * Hra * Wr);
+            return true;
         }
     };
 
     const long planes = N * C;
     const long pack_items = std::min<long>(planes, 4L * nt);
+    std::atomic<bool> finite{true};
     pool_run(pack_items, nt - 1, [&](long item, int) {
+        bool ok = true;
         for (long nc = planes * item / pack_items; nc < planes * (item + 1) / pack_items; ++nc)
-            pack_plane(nc);
+            ok &= pack_plane(nc);
+        if (!ok) finite.store(false, std::memory_order_relaxed);
     });
+    if (check_finite && !finite.load(std::memory_order_relaxed)) return false;
     if (L.slack > 0) std::memset(xr + N * img, 0, sizeof(float) * (L.slack + 64));
 
     const long nchunks = L.nchunks, ntiles = L.ntiles, nblocks = L.nblocks;

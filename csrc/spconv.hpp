@@ -114,11 +114,12 @@ struct SpconvIsa {
     void (*process_grp)(const SpconvCtx& c, long n, long tile, long chunk, float* buf);
     // Stride-1 packing of one input plane (layout: pack_input in spconv.cpp): pt zero rows,
     // then per data row [W data][Wr - W zeros], zeros up to PS. Exact stores, no spill.
-    void (*pack_s1)(const float* src, float* dst, long H, long W, long Wr, long pt, long pl,
+    // Both packers return false when a float they copied is NaN/Inf.
+    bool (*pack_s1)(const float* src, float* dst, long H, long W, long Wr, long pt, long pl,
                     long PS);
     // Column stride 2 (any row stride sh): the 2*sh phase planes of one input plane, then
     // zeros up to PS (layout: pack_input in spconv.cpp). Reads only the plane's H*W floats.
-    void (*pack_sw2)(const float* src, float* dst, long H, long W, long Wr, long Hra, long sh,
+    bool (*pack_sw2)(const float* src, float* dst, long H, long W, long Wr, long Hra, long sh,
                      long pt, long pl, long PS);
 };
 

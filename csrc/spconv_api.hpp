@@ -59,8 +59,9 @@ struct SpconvLayout {
 };
 
 // Runs a's convolution with a layout built for a's sizes (x's N/H/W are checked against
-// it; the other sizes are the caller's to keep). check_finite: scan x first and return
-// false, writing nothing, when it holds a NaN/Inf (the caller then runs dense semantics).
+// it; the other sizes are the caller's to keep). check_finite: return false, with y
+// untouched, when x holds a NaN/Inf the kernel would read (the caller then runs dense
+// semantics); the input packers check as they copy, so this costs almost nothing.
 // Call without the GIL.
 bool spconv_execute(const SpconvLayout& layout, const ConvArgs& a, bool check_finite);
 

@@ -268,13 +268,13 @@ def test_input_smaller_than_kernel_is_rejected(rng, kind):
                              (1, 1), (0, 0, 0, 0), (1, 1), (2, 3), False, 0)
 
 
+@pytest.mark.parametrize("isa", USABLE_ISAS)
 @pytest.mark.parametrize("kind", ["blocks", "groups"])
-def test_bound_call_checks_its_operands_and_keeps_its_plan(rng, kind):
+def test_bound_call_checks_its_operands_and_keeps_its_plan(rng, kind, isa):
     """_core.SpconvCall (cpp.bind): equals spconv_run; returns None for a NaN/Inf input
     without writing anything; refuses an input or residual of another shape and a bias of
     the wrong length; holds the plan and a copy of the bias after Python drops them."""
     import gc
-    isa = USABLE_ISAS[0]
     fmt = ks.pack(make_kep_weight(rng, 9, 5, 3, 3), "pattern")
     plan = (cpp.build_plan(fmt, 1, isa) if kind == "blocks" else cpp.build_group_plan(fmt, 1))
     bias = rng.standard_normal(9).astype(np.float32)
@@ -287,10 +287,19 @@ def test_bound_call_checks_its_operands_and_keeps_its_plan(rng, kind):
     gc.collect()
     np.testing.assert_array_equal(call(x, True, r), want)
     np.testing.assert_array_equal(call(x, True, r), want)  # reusable
-    for bad in (np.inf, -np.inf, np.nan):
-        xb = x.copy()
-        xb[1, 4, 10, 12] = bad
-        assert call(xb, False) is None
+    # every input packer (stride 1, column stride 2, the scalar general-stride one) sees
+    # every float, the last one included, and the sign of an infinity does not matter
+    for stride in (1, 2, 3):
+        geo = ConvGeometry.make(stride, 1)
+        out_hw = geo.output_size(11, 13, 3, 3)
+        c2 = cpp._core.SpconvCall(cpp.build_plan(fmt, 1, isa) if kind == "blocks"
+                                  else cpp.build_group_plan(fmt, 1), isa, x.shape, None,
+                                  geo.stride, geo.padding, geo.dilation, out_hw, 2)
+        assert c2(x, False) is not None
+        for bad, at in ((np.inf, (1, 4, 10, 12)), (-np.inf, (0, 0, 0, 0)), (np.nan, (1, 2, 5, 6))):
+            xb = x.copy()
+            xb[at] = bad
+            assert c2(xb, False) is None, (stride, bad, at)
     with pytest.raises(ValueError, match="shape is not the one"):
         call(x[:1].copy(), False)
     with pytest.raises(ValueError, match="shape is not the one"):
