@@ -68,9 +68,10 @@ class ConvImpl:
             self.prepared = prepared_for(self.fmt, self.kernel)
         self.bias = None if layer.bias is None else np.ascontiguousarray(layer.bias, np.float32)
         self._checked_shape = None  # x.shape last validated (the checks depend on it alone)
-        # the kernel bound to the validated shape (conv.bind_prepared): one pair, replaced
-        # together, so threads sharing self never see a shape with another shape's call
-        self._bound = (None, None)
+        # the kernel bound to the last validated shape (conv.bind_prepared): (x shape,
+        # output shape, call), replaced together, so threads sharing self never see a shape
+        # with another shape's call. The graph's conv steps call it directly (fast path).
+        self.bound = (None, None, None)
         self._out_cache = (None, None)  # output_shape's last (x shape, answer)
 
     @property
@@ -92,11 +93,11 @@ class ConvImpl:
             self._checked_shape = x.shape
         if self.dense is not None:
             return self.dense(x, relu, residual)
-        shape, bound = self._bound
+        shape, _, bound = self.bound
         if shape != x.shape:
             bound = bind_prepared(self.kernel, self.prepared, self.fmt, x.shape, self.bias,
                                   self.geometry, self.threads)
-            self._bound = (x.shape, bound)
+            self.bound = (x.shape, self.output_shape(x.shape), bound)
         return bound(x, relu, residual)
 
     def output_shape(self, x_shape) -> tuple:
@@ -373,10 +374,15 @@ class GraphModel(SparseModel):
         hi = None if hi is None else np.float32(hi)
 
         def conv(xs, capture):
-            x = _f32c(xs[0])
-            if capture is not None:
-                capture[layer] = x
-            y = impl(x, relu=relu)
+            x = xs[0]
+            shape, _, bound = impl.bound
+            if capture is None and _is_f32c(x) and x.shape == shape:
+                y = bound(x, relu)  # fast path: this shape was validated and bound
+            else:
+                x = _f32c(x)
+                if capture is not None:
+                    capture[layer] = x
+                y = impl(x, relu=relu)
             if lo is not None:
                 np.maximum(y, lo, out=y)
             if hi is not None:
@@ -393,7 +399,12 @@ class GraphModel(SparseModel):
         conv = cls._conv_step(a, impl, "none")
 
         def conv_add(xs, capture):
-            x, r = _f32c(xs[0]), xs[1]
+            x, r = xs
+            shape, out_shape, bound = impl.bound
+            if (capture is None and _is_f32c(x) and x.shape == shape and _is_f32c(r)
+                    and r.shape == out_shape):
+                return bound(x, relu, r)  # fast path (see conv)
+            x = _f32c(x)
             if (_is_f32c(r) and x.ndim == 4 and r.shape == impl.output_shape(x.shape)):
                 if capture is not None:
                     capture[layer] = x
