@@ -14,6 +14,7 @@
 #include "cpu_features.hpp"
 #include "finite_scan.hpp"
 #include "pool2d.hpp"
+#include "runner.hpp"
 #include "spconv_api.hpp"
 
 namespace py = pybind11;
@@ -119,74 +120,6 @@ py::array_t<float> run(const Plan& plan, const std::string& isa, const carray<fl
     return y;
 }
 
-// A layer's conv bound to one input shape (kepsparse.kernels.cpp.bind): the plan, the bias
-// and the shape-dependent set-up (SpconvLayout) are held, so a call converts three
-// arguments and runs. The network runtime calls every layer through one of these.
-class SpconvCall {
-public:
-    template <typename Plan>
-    SpconvCall(std::shared_ptr<Plan> plan, const std::string& isa, std::tuple<long, long, long, long> x_shape,
-               std::optional<carray<float>> bias, std::pair<int, int> stride,
-               std::tuple<int, int, int, int> padding, std::pair<int, int> dilation,
-               std::pair<long, long> out_hw, int threads) : plan_(plan) {
-        long C;
-        std::tie(args_.N, C, args_.H, args_.W) = x_shape;
-        if (C != plan->Ctot) throw py::value_error("x has a channel count the plan was not built for");
-        std::tie(args_.sh, args_.sw) = stride;
-        std::tie(args_.dh, args_.dw) = dilation;
-        std::tie(args_.pt, args_.pb, args_.pl, args_.pr) = padding;
-        std::tie(args_.Ho, args_.Wo) = out_hw;
-        if (args_.Ho <= 0 || args_.Wo <= 0) throw py::value_error("empty output");
-        args_.threads = threads;
-        O_ = plan->O;
-        if (bias) {
-            if (bias->ndim() != 1 || bias->size() != O_)
-                throw py::value_error("bias length != output channels");
-            bias_.assign(bias->data(), bias->data() + O_);
-        }
-        if constexpr (std::is_same_v<Plan, SpconvPlan>)
-            layout_ = std::make_unique<kepsparse::SpconvLayout>(plan.get(), nullptr, isa, args_);
-        else
-            layout_ = std::make_unique<kepsparse::SpconvLayout>(nullptr, plan.get(), isa, args_);
-    }
-
-    // act(conv(x) + bias + residual), or None when x holds a NaN/Inf (nothing computed:
-    // the caller runs dense semantics, see kepsparse.conv.run_prepared).
-    py::object operator()(const carray<float>& x, bool relu,
-                          std::optional<carray<float>> residual) const {
-        if (x.ndim() != 4 || x.shape(0) != args_.N || x.shape(1) != layout_->C ||
-            x.shape(2) != args_.H || x.shape(3) != args_.W)
-            throw py::value_error("x's shape is not the one this call was bound to");
-        kepsparse::ConvArgs a = args_;
-        a.x = x.data();
-        a.bias = bias_.empty() ? nullptr : bias_.data();
-        a.relu = relu;
-        if (residual) {
-            const carray<float>& r = *residual;
-            if (r.ndim() != 4 || r.shape(0) != a.N || r.shape(1) != O_ || r.shape(2) != a.Ho ||
-                r.shape(3) != a.Wo)
-                throw py::value_error("residual must have the output's shape (N, O, Ho, Wo)");
-            a.residual = r.data();
-        }
-        py::array_t<float> y({a.N, (long)O_, a.Ho, a.Wo});
-        a.y = y.mutable_data();
-        bool ran;
-        {
-            py::gil_scoped_release release;
-            ran = kepsparse::spconv_execute(*layout_, a, true);
-        }
-        if (!ran) return py::none();
-        return std::move(y);
-    }
-
-private:
-    std::shared_ptr<const void> plan_;  // keeps the plan the layout points into alive
-    kepsparse::ConvArgs args_;
-    long O_ = 0;
-    std::vector<float> bias_;
-    std::unique_ptr<kepsparse::SpconvLayout> layout_;
-};
-
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -263,25 +196,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("residual") = py::none(),
           "act(conv2d(x) + bias + residual) of float32 NCHW x with a pattern-group plan; "
           "releases the GIL");
-    py::class_<SpconvCall>(m, "SpconvCall",
-        "A layer's conv bound to one input shape: call(x, relu, residual) -> y, or None when "
-        "x holds a NaN/Inf (nothing computed). Releases the GIL.")
-        .def(py::init<std::shared_ptr<kepsparse::GroupPlan>, const std::string&,
-                      std::tuple<long, long, long, long>, std::optional<carray<float>>,
-                      std::pair<int, int>, std::tuple<int, int, int, int>, std::pair<int, int>,
-                      std::pair<long, long>, int>(),
-             py::arg("plan"), py::arg("isa"), py::arg("x_shape"), py::arg("bias"),
-             py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("out_hw"),
-             py::arg("threads"))
-        .def(py::init<std::shared_ptr<SpconvPlan>, const std::string&,
-                      std::tuple<long, long, long, long>, std::optional<carray<float>>,
-                      std::pair<int, int>, std::tuple<int, int, int, int>, std::pair<int, int>,
-                      std::pair<long, long>, int>(),
-             py::arg("plan"), py::arg("isa"), py::arg("x_shape"), py::arg("bias"),
-             py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("out_hw"),
-             py::arg("threads"))
-        .def("__call__", &SpconvCall::operator(), py::arg("x"), py::arg("relu"),
-             py::arg("residual") = py::none());
+    kepsparse::register_runner(m);
     m.def("spconv_run", &run<SpconvPlan>, py::arg("plan"), py::arg("isa"), py::arg("x"), py::arg("bias"),
           py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("out_hw"),
           py::arg("relu") = false, py::arg("threads") = 0, py::arg("residual") = py::none(),

@@ -143,6 +143,7 @@ def bind_prepared(kernel: registry.Kernel, prepared, fmt: SparseFormat, x_shape:
             return run_prepared(kernel, prepared, fmt, x, bias, geometry, relu, threads,
                                 residual)
         return y
+    bound.call = call  # the kernel's own bound call (the graph runtime's C++ steps use it)
     return bound
 
 

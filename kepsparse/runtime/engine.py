@@ -29,6 +29,10 @@ from .dense import DenseConv
 from .graph import Graph, Node
 from . import ops
 from .ops import FUNCS, INPLACE_OPS, VIEW_OPS
+try:  # the C++ step runner and bound conv calls (csrc/runner.cpp), when the extension is built
+    from .._core import SpconvCall as _SpconvCall, StepRunner as _StepRunner
+except ImportError:  # pragma: no cover - exercised only on compiler-less installs
+    _SpconvCall = _StepRunner = None
 DENSE_IMPL = DenseConv.name
 
 
@@ -177,6 +181,11 @@ class GraphModel(SparseModel):
         self._plan = None
         #: fuse Conv -> Add [-> Relu] into one kernel call (see ``fuse_residual_adds``)
         self.fuse_epilogues = True
+        #: run the compiled steps in C++ (``_core.StepRunner``) once a call has bound every
+        #: conv to its input shape; False: always the Python loop
+        self.native_steps = True
+        # (backend, threads, fuse, input shapes) -> (slot of every tensor, StepRunner)
+        self._native: dict = {}
 
     # ---- configuration
     def tuned_choices(self) -> dict:
@@ -295,27 +304,75 @@ class GraphModel(SparseModel):
                                    "its layers one by one, model[name](x)", field="graph")
         threads = check_threads(threads)
         env = dict(self.graph.constants)
-        env.update(self._bind_inputs(args, named))
+        given = self._bind_inputs(args, named)
+        env.update(given)
         steps = self._compiled(backend, threads)
+        native_key = None
+        if (self.native_steps and capture is None and timings is None
+                and _StepRunner is not None):
+            native_key = (backend, threads, self.fuse_epilogues,
+                          tuple((k, v.shape) for k, v in given.items()))
+            native = self._native.get(native_key)
+            if native is not None:
+                return self._run_native(native, env)
         for node, fn, inputs, output, dead in steps:
             xs = [env[t] if t else None for t in inputs]
             if timings is not None:
                 t0 = time.perf_counter()
             try:
                 y = fn(xs, capture)
-            except KepError as exc:
-                raise exc.located(layer=node.name) from None
-            except (ValueError, IndexError, TypeError) as exc:
-                raise InputError(f"{node.op}: {exc}", layer=node.name) from None
-            except MemoryError as exc:  # sizes within the caps, but not this machine's
-                raise InputError(f"{node.op}: out of memory: {exc}", layer=node.name,
-                                 field="memory") from None
+            except Exception as exc:  # noqa: BLE001 - mapped or re-raised unchanged
+                err = _node_error(node, exc)
+                if err is None:
+                    raise
+                raise err from None
             env[output] = y
             if timings is not None:
                 timings[node.name] = timings.get(node.name, 0.0) + time.perf_counter() - t0
             for t in dead:
                 env.pop(t, None)
         outs = tuple(env[o] for o in self.graph.outputs)
+        if native_key is not None and len(self._native) < 8:  # bounded: one per input shape
+            self._native[native_key] = self._build_native(steps, backend, threads)
+        return outs[0] if len(outs) == 1 else outs
+
+    # ---- the same steps run by _core.StepRunner (csrc/runner.cpp): built after a Python
+    # run with the same input shapes, when every conv is bound to its input shape. Conv
+    # steps whose kernel call is a _core.SpconvCall run without Python; every other step
+    # (and a conv whose operands are not as bound, or hold a NaN/Inf) calls the same step
+    # function as the loop, which raises with the node's name.
+    def _build_native(self, steps, backend, threads):
+        slots: dict[str, int] = {}
+        for name in (*self.graph.constants, *(s["name"] for s in self.graph.inputs)):
+            slots.setdefault(name, len(slots))
+        for _, _, inputs, output, _ in steps:
+            for t in (*inputs, output):
+                if t:
+                    slots.setdefault(t, len(slots))
+        rows = []
+        for node, fn, inputs, output, dead in steps:
+            conv = None
+            if node.op in ("SparseConv", FUSED_CONV_ADD):
+                impl = self.conv_impl(node.attrs["layer"], backend, threads)
+                x_shape, out_shape, bound = impl.bound
+                call = getattr(bound, "call", None)
+                relu, lo, hi = _conv_act(node.attrs, node.attrs.get("act", "none"))
+                if (isinstance(call, _SpconvCall) and lo is None and hi is None
+                        and len(inputs) == (2 if node.op == FUSED_CONV_ADD else 1)
+                        and all(inputs)):
+                    conv = (call, x_shape, out_shape, relu)
+            rows.append((_located(node, fn), [slots[t] if t else -1 for t in inputs],
+                         slots[output], [slots[t] for t in dead], conv))
+        return slots, _StepRunner(rows)
+
+    def _run_native(self, native, env):
+        slots, runner = native
+        values = [None] * len(slots)
+        for name, v in env.items():
+            if name in slots:
+                values[slots[name]] = v
+        runner.run(values)
+        outs = tuple(values[slots[o]] for o in self.graph.outputs)
         return outs[0] if len(outs) == 1 else outs
 
     # ---- compiled steps: each node bound once per (backend, threads) to a function of its
@@ -343,6 +400,7 @@ class GraphModel(SparseModel):
         """Drop the bound kernels (after the per-layer choice changed, e.g. by tune)."""
         self._impls.clear()
         self._steps.clear()
+        self._native.clear()
 
     def _step(self, node, backend, threads, reuse):
         """The node as a function of its inputs. The steps that call BLAS (the dense conv
@@ -367,11 +425,7 @@ class GraphModel(SparseModel):
     @staticmethod
     def _conv_step(a, impl, act):
         layer = a["layer"]
-        relu = act == "relu" or (act == "clip" and a.get("clip_min", -np.inf) == 0.0)
-        lo = a.get("clip_min") if act == "clip" else None
-        hi = a.get("clip_max") if act == "clip" else None
-        lo = None if lo is None or lo == 0.0 else np.float32(lo)
-        hi = None if hi is None else np.float32(hi)
+        relu, lo, hi = _conv_act(a, act)
 
         def conv(xs, capture):
             x = xs[0]
@@ -436,6 +490,41 @@ class GraphModel(SparseModel):
             s["graph"] = {"nodes": len(self.graph.nodes), "ops": self.graph.op_counts(),
                           "inputs": self.graph.inputs, "outputs": self.graph.outputs}
         return s
+
+
+def _conv_act(a: dict, act: str):
+    """(relu, lo, hi) of a conv node's activation: ReLU fused into the kernel, then the
+    clip bounds left (None: no bound). A Clip with min 0 and no max is a ReLU."""
+    relu = act == "relu" or (act == "clip" and a.get("clip_min", -np.inf) == 0.0)
+    lo = a.get("clip_min") if act == "clip" else None
+    hi = a.get("clip_max") if act == "clip" else None
+    lo = None if lo is None or lo == 0.0 else np.float32(lo)
+    hi = None if hi is None else np.float32(hi)
+    return relu, lo, hi
+
+
+def _node_error(node: Node, exc: Exception) -> Exception | None:
+    """The error a step's exception becomes, naming its node (None: re-raise unchanged)."""
+    if isinstance(exc, KepError):
+        return exc.located(layer=node.name)
+    if isinstance(exc, (ValueError, IndexError, TypeError)):
+        return InputError(f"{node.op}: {exc}", layer=node.name)
+    if isinstance(exc, MemoryError):  # sizes within the caps, but not this machine's
+        return InputError(f"{node.op}: out of memory: {exc}", layer=node.name, field="memory")
+    return None
+
+
+def _located(node: Node, fn):
+    """The step function ``fn`` raising as the Python loop does (``_node_error``)."""
+    def step(xs, capture):
+        try:
+            return fn(xs, capture)
+        except Exception as exc:  # noqa: BLE001 - mapped or re-raised unchanged
+            err = _node_error(node, exc)
+            if err is None:
+                raise
+            raise err from None
+    return step
 
 
 def _is_f32c(a) -> bool:

@@ -1,0 +1,125 @@
+"""The graph runtime's C++ step loop (``_core.StepRunner``, csrc/runner.cpp): built after a
+Python run of the same input shapes, it must give exactly the Python loop's outputs
+(convs, fused residual adds, NumPy ops, NaN inputs, views), raise the same located errors,
+and be safe to share between threads."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import kepsparse as ks
+from kepsparse.errors import InputError
+from kepsparse.kernels import cpp
+from kepsparse.runtime import ops
+
+from .conftest import assert_matches_ort, ort_session
+
+pytestmark = pytest.mark.skipif(cpp._core is None, reason="kepsparse._core not built")
+
+
+def _python_loop(m, x, **kw):
+    m.native_steps = False
+    try:
+        return m(x, **kw)
+    finally:
+        m.native_steps = True
+
+
+@pytest.mark.parametrize("net", ["resnet56", "resnet18"])
+def test_native_steps_equal_the_python_loop(exported, net):
+    _, kep, shape = exported(net)
+    m = ks.convert(kep)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, *shape)).astype(np.float32)
+    y_loop = m(x, threads=2)                      # the Python loop; builds the runner
+    ((key, (slots, runner)),) = m._native.items()
+    steps = m._compiled("auto", 2)
+    cpp_convs = sum(1 for node, *_ in steps if "layer" in node.attrs
+                    and (impl := m.conv_impl(node.attrs["layer"], "auto", 2)).kernel is not None
+                    and impl.kernel.backend == "cpp")
+    assert runner.steps == len(steps) and runner.native_steps == cpp_convs > 10
+    y_native = m(x, threads=2)                    # the C++ loop
+    np.testing.assert_array_equal(y_native, y_loop)
+    np.testing.assert_array_equal(_python_loop(m, x, threads=2), y_loop)
+    assert_matches_ort(y_native, ort_session(kep).run(None, {"x": x})[0])
+    # another batch size: a runner of its own, the first one kept
+    x1 = x[:1].copy()
+    np.testing.assert_array_equal(m(x1, threads=2), m(x1, threads=2))
+    np.testing.assert_array_equal(m(x1, threads=2), _python_loop(m, x1, threads=2))
+    assert len(m._native) == 2 and m._native[key][1] is runner
+
+
+def test_nan_input_takes_dense_semantics_in_native_steps(exported):
+    _, kep, shape = exported("resnet56")
+    m = ks.convert(kep)
+    x = np.random.default_rng(8).standard_normal((1, *shape)).astype(np.float32)
+    m(x)
+    xn = x.copy()
+    xn[0, 1, 5, 7] = np.nan
+    y_native = m(xn)
+    assert m._native  # ran natively
+    y_loop = _python_loop(m, xn)
+    np.testing.assert_array_equal(np.isnan(y_native), np.isnan(y_loop))
+    np.testing.assert_array_equal(y_native, y_loop)
+
+
+def test_a_failing_step_is_located_in_native_steps(tmp_path, monkeypatch):
+    """A NumPy op failing inside the C++ loop raises the Python loop's InputError, naming
+    the node; the failing call leaves the model usable."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(9)
+    w = (rng.standard_normal((4, 3, 3, 3)) * (rng.random((4, 3, 3, 3)) < 0.4)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["h"], name="conv", pads=[1, 1, 1, 1]),
+         helper.make_node("Sigmoid", ["h"], ["y"], name="sig")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    path = tmp_path / "m.onnx"
+    onnx.save(proto, str(path))
+    calls = []
+    real = ops.FUNCS["Sigmoid"]
+
+    def flaky(a, xs, reuse):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("boom")
+        return real(a, xs, reuse)
+    monkeypatch.setitem(ops.FUNCS, "Sigmoid", flaky)
+    m = ks.convert(path)
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    y = m(x, backend="cpp")
+    assert m._native
+    with pytest.raises(InputError, match="Sigmoid: boom") as err:
+        m(x, backend="cpp")
+    assert err.value.layer == "sig"
+    np.testing.assert_array_equal(m(x, backend="cpp"), y)
+
+
+def test_native_steps_are_safe_to_share_between_threads(exported):
+    _, kep, shape = exported("resnet56")
+    m = ks.convert(kep)
+    rng = np.random.default_rng(10)
+    xs = [rng.standard_normal((1, *shape)).astype(np.float32) for _ in range(4)]
+    want = [_python_loop(m, x, threads=1) for x in xs]
+    m(xs[0], threads=1)  # builds the runner
+    errors = []
+
+    def work(k):
+        try:
+            for _ in range(5):
+                for i in range(k % 2, len(xs), 1):
+                    np.testing.assert_array_equal(m(xs[i], threads=1), want[i])
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
