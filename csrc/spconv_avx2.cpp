@@ -34,6 +34,12 @@ inline vec_t veven(vec_t a, vec_t b) {
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
+// nonzero when a lane of v is NaN or +-Inf (v*0 is NaN exactly there)
+inline unsigned vnonfinite(vec_t v) {
+    const vec_t t = _mm256_mul_ps(v, _mm256_setzero_ps());
+    return (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(t, t, _CMP_UNORD_Q));
+}
+
 #include "spconv_tile.inc"
 
 // output channels x vectors: OB*V accumulators + V inputs + OB broadcasts <= 16 registers

@@ -36,6 +36,12 @@ inline vec_t veven(vec_t a, vec_t b) {
     return _mm512_permutex2var_ps(a, idx, b);
 }
 
+// nonzero when a lane of v is NaN or +-Inf (v*0 is NaN exactly there)
+inline unsigned vnonfinite(vec_t v) {
+    const vec_t t = _mm512_mul_ps(v, _mm512_setzero_ps());
+    return _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q);
+}
+
 #include "spconv_tile.inc"
 
 // output channels x vectors: OB*V accumulators + V inputs + OB broadcasts <= 32 registers

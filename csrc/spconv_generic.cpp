@@ -28,6 +28,16 @@ inline vec_t vload_n(const float* p, int m) {
 inline void vstore_n(float* p, vec_t v, int m) { std::memcpy(p, &v, sizeof(float) * m); }
 inline vec_t veven(vec_t a, vec_t b) { return vec_t{a[0], a[2], b[0], b[2]}; }
 
+// nonzero when a lane of v is NaN or +-Inf (v*0 is NaN exactly there)
+inline unsigned vnonfinite(vec_t v) {
+    unsigned bad = 0;
+    for (int i = 0; i < 4; ++i) {
+        const float t = v[i] * 0.0f;
+        bad |= (unsigned)(t != t);
+    }
+    return bad;
+}
+
 #include "spconv_tile.inc"
 
 int vmax_generic(int ob) { return ob == 1 ? 8 : ob == 2 ? 4 : ob == 4 ? 2 : 0; }
