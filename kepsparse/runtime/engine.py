@@ -10,6 +10,12 @@ measured by ``kepsparse tune`` when the file holds one (``metadata["kernel_choic
 otherwise the registry's best kernel for the layer's format, falling back to the BLAS dense
 path (``runtime/dense.py``) where only the reference kernel exists or no kernel supports the
 layer's groups. Everything else runs in NumPy (``runtime/ops.py``). No torch anywhere.
+
+The nodes are compiled once per (backend, threads) into steps, functions of their inputs.
+The first call with given input shapes runs them in a Python loop, which binds every conv
+to its input shape; later calls with those shapes run the same steps in C++
+(``_core.StepRunner``): conv steps straight into their bound C++ call, the others through
+their Python function. ResNet-56 at batch 1: 0.64 ms in the loop, 0.56 ms in C++.
 """
 from __future__ import annotations
 
