@@ -199,29 +199,29 @@ private:
     std::vector<Step> steps_;
 };
 
+// SpconvCall's constructor for one plan kind (SpconvPlan or GroupPlan)
+template <typename Plan>
+void def_call_init(py::class_<SpconvCall>& cls) {
+    cls.def(py::init<std::shared_ptr<Plan>, const std::string&, std::tuple<long, long, long, long>,
+                     std::optional<carray<float>>, std::pair<int, int>,
+                     std::tuple<int, int, int, int>, std::pair<int, int>, std::pair<long, long>,
+                     int>(),
+            py::arg("plan"), py::arg("isa"), py::arg("x_shape"), py::arg("bias"),
+            py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("out_hw"),
+            py::arg("threads"));
+}
+
 }  // namespace
 
 namespace kepsparse {
 
 void register_runner(py::module_& m) {
-    py::class_<SpconvCall>(m, "SpconvCall",
+    py::class_<SpconvCall> call(m, "SpconvCall",
         "A layer's conv bound to one input shape: call(x, relu, residual) -> y, or None when "
-        "x holds a NaN/Inf (nothing computed). Releases the GIL.")
-        .def(py::init<std::shared_ptr<kepsparse::GroupPlan>, const std::string&,
-                      std::tuple<long, long, long, long>, std::optional<carray<float>>,
-                      std::pair<int, int>, std::tuple<int, int, int, int>, std::pair<int, int>,
-                      std::pair<long, long>, int>(),
-             py::arg("plan"), py::arg("isa"), py::arg("x_shape"), py::arg("bias"),
-             py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("out_hw"),
-             py::arg("threads"))
-        .def(py::init<std::shared_ptr<SpconvPlan>, const std::string&,
-                      std::tuple<long, long, long, long>, std::optional<carray<float>>,
-                      std::pair<int, int>, std::tuple<int, int, int, int>, std::pair<int, int>,
-                      std::pair<long, long>, int>(),
-             py::arg("plan"), py::arg("isa"), py::arg("x_shape"), py::arg("bias"),
-             py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("out_hw"),
-             py::arg("threads"))
-        .def("__call__", &SpconvCall::operator(), py::arg("x"), py::arg("relu"),
+        "x holds a NaN/Inf (nothing computed). Releases the GIL.");
+    def_call_init<kepsparse::GroupPlan>(call);
+    def_call_init<SpconvPlan>(call);
+    call.def("__call__", &SpconvCall::operator(), py::arg("x"), py::arg("relu"),
              py::arg("residual") = py::none());
     py::class_<StepRunner>(m, "StepRunner",
         "A compiled graph's steps run in C++ (see csrc/runner.cpp and engine.py)")
