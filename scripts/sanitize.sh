@@ -19,7 +19,7 @@ PY=${PY:-$ROOT/.venv/bin/python}
 BUILD=$ROOT/build/sanitize
 SRC=${SANITIZE_SRC:-$ROOT}
 JOBS=${JOBS:-1}
-TESTS=${SANITIZE_TESTS:-"tests/kernels tests/test_nonfinite.py tests/test_reliability.py tests/runtime/test_maxpool.py tests/runtime/test_fusion.py"}
+TESTS=${SANITIZE_TESTS:-"tests/kernels tests/test_nonfinite.py tests/test_reliability.py tests/runtime/test_maxpool.py tests/runtime/test_fusion.py tests/runtime/test_native_steps.py"}
 start=$(date +%s)
 
 CXX=${CXX:-g++}
