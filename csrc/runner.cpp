@@ -38,6 +38,7 @@ public:
                std::optional<carray<float>> bias, std::pair<int, int> stride,
                std::tuple<int, int, int, int> padding, std::pair<int, int> dilation,
                std::pair<long, long> out_hw, int threads) : plan_(plan) {
+        if (!plan) throw py::value_error("plan must not be None");
         long C;
         std::tie(args_.N, C, args_.H, args_.W) = x_shape;
         if (C != plan->Ctot) throw py::value_error("x has a channel count the plan was not built for");

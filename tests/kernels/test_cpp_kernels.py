@@ -313,6 +313,8 @@ def test_bound_call_checks_its_operands_and_keeps_its_plan(rng, kind, isa):
         cpp._core.SpconvCall(plan, isa, (2, 4, 11, 13), None, *args)
     with pytest.raises(ValueError, match="does not match the geometry"):
         cpp._core.SpconvCall(plan, isa, x.shape, None, (2, 2), (1, 1, 1, 1), (1, 1), (6, 6), 1)
+    with pytest.raises(ValueError, match="must not be None"):
+        cpp._core.SpconvCall(None, isa, x.shape, None, *args)
 
 
 @pytest.mark.parametrize("kind", ["blocks", "groups"])
