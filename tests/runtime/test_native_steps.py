@@ -123,3 +123,25 @@ def test_native_steps_are_safe_to_share_between_threads(exported):
     for t in threads:
         t.join()
     assert not errors, errors[0]
+
+
+def test_step_runner_rejects_malformed_steps_without_crashing():
+    """The runner is internal, but its inputs are Python objects: wrong shapes of steps or
+    slots out of range raise, never crash."""
+    StepRunner = cpp._core.StepRunner
+    ident = lambda xs, capture: xs[0]  # noqa: E731
+    with pytest.raises(ValueError, match="a step is"):
+        StepRunner([(ident, [0], 1)])
+    with pytest.raises(ValueError, match="conv is"):
+        StepRunner([(ident, [0], 1, [], (None, (1, 1, 1, 1)))])
+    with pytest.raises((TypeError, RuntimeError)):
+        StepRunner([(ident, [0], 1, [], ("not a call", (1, 1, 1, 1), (1, 1, 1, 1), True))])
+    r = StepRunner([(ident, [0], 1, [0], None)])
+    slots = ["a", None]
+    r.run(slots)
+    assert slots == [None, "a"]  # output written, the dead input cleared
+    with pytest.raises(IndexError):
+        StepRunner([(ident, [0], 5, [], None)]).run(["a"])
+    slots = ["a"]
+    StepRunner([(lambda xs, capture: xs, [-1], 0, [], None)]).run(slots)  # -1: absent input
+    assert slots == [[None]]
