@@ -1,5 +1,6 @@
 // pybind11 bindings of kepsparse._core. Kernel families live in their own files
-// (spconv*.cpp: the sparse convolution engine); this file only converts arguments.
+// (spconv*.cpp: the sparse convolution engine); this file only converts arguments. The
+// bound conv calls and the graph step runner are bound in runner.cpp.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>

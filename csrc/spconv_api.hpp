@@ -1,4 +1,5 @@
-// Entry points of the sparse convolution engine, called from the bindings (module.cpp).
+// Entry points of the sparse convolution engine, called from the bindings (module.cpp,
+// runner.cpp).
 #pragma once
 
 #include <cstddef>
@@ -35,7 +36,7 @@ struct ConvArgs {
 // A call's set-up that depends on sizes only (plan, ISA, N/H/W, Ho/Wo, stride, padding,
 // dilation, threads; never the data): the geometry checks, the packed-input layout, the
 // input offset of every (ci, k), tiling, c-blocking and the thread count. Built once per
-// input shape and reused by every call of that shape (SpconvCall, module.cpp), so a call
+// input shape and reused by every call of that shape (SpconvCall, runner.cpp), so a call
 // does only the packing and the kernel. Points into the plan: the plan must outlive it.
 // Throws like spconv_run on bad sizes.
 struct SpconvLayout {

@@ -1,4 +1,5 @@
-"""Type stub of the private C++ extension (csrc/module.cpp). Layouts: csrc/spconv.hpp."""
+"""Type stub of the private C++ extension (csrc/module.cpp, csrc/runner.cpp). Layouts:
+csrc/spconv.hpp."""
 from typing import Sequence
 
 import numpy as np
@@ -44,6 +45,17 @@ class SpconvCall:
                  ) -> npt.NDArray[np.float32] | None:
         """act(conv2d(x) + bias + residual), or None (nothing computed) when x holds a
         NaN/Inf; releases the GIL."""
+
+class StepRunner:
+    """A compiled graph's steps run in C++ (runtime/engine.py, GraphModel._build_native).
+    steps: (fn, input slots, output slot, dead slots, conv or None) per step, conv being
+    (SpconvCall, x shape, output shape, relu)."""
+    def __init__(self, steps: list) -> None: ...
+    def run(self, slots: list) -> None: ...
+    @property
+    def steps(self) -> int: ...
+    @property
+    def native_steps(self) -> int: ...
 
 def spconv_run(plan: SpconvPlan | GroupPlan, isa: str, x: npt.NDArray[np.float32],
                bias: npt.NDArray[np.float32] | None, stride: Sequence[int],
