@@ -262,13 +262,11 @@ void build_layout(SpconvLayout& L, const SpconvPlan* bp, const GroupPlan* gp,
     // tile reads may run past the last plane (garbage lanes): slack of zeros after it
     L.slack = ntiles * T + maxtab + 64 - npix;
     L.isa = &isa;
-    L.bp = bp;
     L.gp = gp;
     L.N = N;
     L.C = C;
     L.H = H;
     L.W = W;
-    L.O = bp ? bp->O : gp->O;
     L.sh = sh;
     L.sw = sw;
     L.pt = pt;

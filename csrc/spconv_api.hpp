@@ -46,11 +46,10 @@ struct SpconvLayout {
     SpconvLayout& operator=(const SpconvLayout&) = delete;
 
     const SpconvIsa* isa = nullptr;
-    const SpconvPlan* bp = nullptr;  // exactly one of bp, gp is set
-    const GroupPlan* gp = nullptr;
+    const GroupPlan* gp = nullptr;   // the group plan, or null: a block plan (ctx.plan)
     SpconvCtx ctx;                   // sizes and plan arrays; per-call pointers unset
     std::vector<int32_t> off;        // [Ctot*KK] input offset of entry key (ctx.off)
-    long N = 0, C = 0, H = 0, W = 0, O = 0;
+    long N = 0, C = 0, H = 0, W = 0;
     int sh = 1, sw = 1, pt = 0, pl = 0;
     long Hra = 0, nph = 1, PS = 0;   // packed layout (pack_input in spconv.cpp)
     long slack = 0;                  // zero floats after the last packed image
