@@ -8,7 +8,10 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -28,9 +31,112 @@ using carray = py::array_t<T, py::array::c_style | py::array::forcecast>;
 // exactly float32 and C-contiguous: what the kernels take without a copy
 using f32c_array = py::array_t<float, py::array::c_style>;
 
+// A float32 4-D array read in place: its first data float and strides in floats.
+struct F32View {
+    const float* p = nullptr;
+    long img = 0, plane = 0, row = 0;
+};
+
+// h as an F32View when it is a float32 array of exactly this shape whose rows are contiguous
+// (column stride 4 bytes) and whose other strides are non-negative whole floats: a packed
+// output (SpconvCall::pack_output_for) or any C-contiguous array. Otherwise nothing.
+std::optional<F32View> f32_view(py::handle h, const std::array<long, 4>& shape) {
+    if (!py::isinstance<py::array>(h)) return std::nullopt;
+    const auto a = py::reinterpret_borrow<py::array>(h);
+    if (a.ndim() != 4 || !a.dtype().is(py::dtype::of<float>())) return std::nullopt;
+    for (int d = 0; d < 4; ++d)
+        if (a.shape(d) != shape[d]) return std::nullopt;
+    const auto fs = [&](int d) { return a.strides(d) / (long)sizeof(float); };
+    if (shape[3] > 1 && a.strides(3) != (long)sizeof(float)) return std::nullopt;
+    for (int d = 0; d < 3; ++d)
+        if (a.strides(d) < 0 || a.strides(d) % (long)sizeof(float) != 0) return std::nullopt;
+    if ((reinterpret_cast<std::uintptr_t>(a.data()) % alignof(float)) != 0) return std::nullopt;
+    return F32View{static_cast<const float*>(a.data()), fs(0), fs(1), fs(2)};
+}
+
+// ---- packed outputs --------------------------------------------------------------------
+// A call that feeds a stride-1 conv can write its output straight into that conv's packed
+// input layout (SpconvLayout: planes of PS floats, row pitch Wr, data at data_offset(),
+// zeros around it and slack after the last plane). The output is then a strided NumPy view
+// of a PackedBuffer; the consumer, seeing exactly its layout, skips packing.
+// Invariant: a buffer's non-data floats are zero. It is zeroed when allocated and the
+// epilogue writes data positions only, so the zeros survive reuse; NumPy code holding the
+// view can only reach data positions too.
+struct PackedLayout {
+    long N = 0, C = 0, H = 0, W = 0;  // the tensor (N, C, H, W) it holds
+    long Wr = 0, PS = 0, off = 0;     // row pitch, plane floats, offset of data (0, 0)
+    size_t floats = 0;                // buffer size, slack included
+    bool operator==(const PackedLayout& o) const {
+        return N == o.N && C == o.C && H == o.H && W == o.W && Wr == o.Wr && PS == o.PS &&
+               off == o.off;
+    }
+};
+
+// Free buffers of one producer call (shared with the buffers it handed out, which may
+// outlive it). Thread-safe.
+class BufferPool {
+public:
+    explicit BufferPool(size_t floats) : floats_(floats) {}
+    ~BufferPool() {
+        for (float* p : free_) std::free(p);
+    }
+    float* take() {
+        {
+            std::lock_guard<std::mutex> lk(m_);
+            if (!free_.empty()) {
+                float* p = free_.back();
+                free_.pop_back();
+                return p;
+            }
+        }
+        const size_t bytes = (floats_ * sizeof(float) + 63) / 64 * 64;
+        float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
+        if (!p) throw std::bad_alloc();
+        std::memset(p, 0, bytes);
+        return p;
+    }
+    void give_back(float* p) {
+        std::lock_guard<std::mutex> lk(m_);
+        if (free_.size() < 8) free_.push_back(p); else std::free(p);  // bounded
+    }
+
+private:
+    std::mutex m_;
+    std::vector<float*> free_;
+    size_t floats_;
+};
+
+constexpr const char* PACKED_CAPSULE = "kepsparse.PackedBuffer";
+
+// One output: the base object of its NumPy view (a capsule named PACKED_CAPSULE).
+struct PackedBuffer {
+    float* data = nullptr;
+    PackedLayout layout;
+    int nonfinite = 0;  // 1: the call that wrote it stored a NaN/Inf
+    std::shared_ptr<BufferPool> home;
+    ~PackedBuffer() {
+        if (data) home->give_back(data);
+    }
+};
+
+// The PackedBuffer behind x when x is exactly its data view (layout, pointer, strides).
+const PackedBuffer* packed_base(py::handle x, const F32View& v) {
+    const py::object base_obj = py::reinterpret_borrow<py::array>(x).base();
+    PyObject* base = base_obj.ptr();
+    if (!base || !PyCapsule_CheckExact(base) || !PyCapsule_IsValid(base, PACKED_CAPSULE))
+        return nullptr;
+    const auto* b = static_cast<const PackedBuffer*>(PyCapsule_GetPointer(base, PACKED_CAPSULE));
+    const PackedLayout& L = b->layout;
+    if (v.p != b->data + L.off || v.img != L.C * L.PS || v.plane != L.PS || v.row != L.Wr)
+        return nullptr;
+    return b;
+}
+
 // A layer's conv bound to one input shape (kepsparse.kernels.cpp.bind): the plan, the bias
 // and the shape-dependent set-up (SpconvLayout) are held, so a call converts three
 // arguments and runs. The network runtime calls every layer through one of these.
+// x and residual are read in place when float32 with contiguous rows (any other strides);
+// anything else is converted first.
 class SpconvCall {
 public:
     template <typename Plan>
@@ -58,54 +164,123 @@ public:
             layout_ = std::make_unique<kepsparse::SpconvLayout>(plan.get(), nullptr, isa, args_);
         else
             layout_ = std::make_unique<kepsparse::SpconvLayout>(nullptr, plan.get(), isa, args_);
+        const kepsparse::SpconvLayout& L = *layout_;
+        if (L.packed_input())
+            in_layout_ = PackedLayout{L.N, L.C, L.H, L.W, L.ctx.Wr, L.PS, L.data_offset(),
+                                      (size_t)L.packed_floats()};
+    }
+
+    std::array<long, 4> x_shape() const { return {args_.N, layout_->C, args_.H, args_.W}; }
+    std::array<long, 4> out_shape() const { return {args_.N, (long)O_, args_.Ho, args_.Wo}; }
+
+    // From now on write outputs in consumer's packed input layout (strided views of
+    // PackedBuffers). False, changing nothing, when consumer takes no packed input (stride
+    // != 1) or another shape than this call's output.
+    bool pack_output_for(const SpconvCall& consumer) {
+        const std::optional<PackedLayout>& in = consumer.in_layout_;
+        if (!in || in->N != args_.N || in->C != O_ || in->H != args_.Ho || in->W != args_.Wo)
+            return false;
+        out_layout_ = *in;
+        pool_ = std::make_shared<BufferPool>(in->floats);
+        return true;
+    }
+    bool packs_output() const { return out_layout_.has_value(); }
+
+    // Whether x is an output in this call's packed input layout, read without packing.
+    bool reads_packed(py::handle x) const {
+        const std::optional<F32View> v = f32_view(x, x_shape());
+        const PackedBuffer* b = in_layout_ && v ? packed_base(x, *v) : nullptr;
+        return b && takes(*b);
     }
 
     // act(conv(x) + bias + residual), or None when x holds a NaN/Inf (nothing computed:
     // the caller runs dense semantics, see kepsparse.conv.run_prepared).
-    py::object operator()(const carray<float>& x, bool relu,
-                          std::optional<carray<float>> residual) const {
-        if (x.ndim() != 4 || x.shape(0) != args_.N || x.shape(1) != layout_->C ||
-            x.shape(2) != args_.H || x.shape(3) != args_.W)
-            throw py::value_error("x's shape is not the one this call was bound to");
+    py::object operator()(py::object x, bool relu, std::optional<py::object> residual) const {
         kepsparse::ConvArgs a = args_;
-        a.x = x.data();
+        const std::array<long, 4> xs = x_shape();
+        std::optional<F32View> xv = f32_view(x, xs);
+        if (!xv) {  // a copy (forcecast): float32, C-contiguous
+            x = carray<float>::ensure(x);
+            if (!x) throw py::error_already_set();
+            xv = f32_view(x, xs);
+            if (!xv) throw py::value_error("x's shape is not the one this call was bound to");
+        }
+        const PackedBuffer* xb = in_layout_ ? packed_base(x, *xv) : nullptr;
+        if (xb && takes(*xb)) {
+            if (xb->nonfinite) return py::none();  // dense semantics (see above)
+            a.x_packed = true;
+        }
+        a.x = xv->p;
+        a.x_img = xv->img;
+        a.x_plane = xv->plane;
+        a.x_row = xv->row;
         a.bias = bias_.empty() ? nullptr : bias_.data();
         a.relu = relu;
-        if (residual) {
-            const carray<float>& r = *residual;
-            if (r.ndim() != 4 || r.shape(0) != a.N || r.shape(1) != O_ || r.shape(2) != a.Ho ||
-                r.shape(3) != a.Wo)
-                throw py::value_error("residual must have the output's shape (N, O, Ho, Wo)");
-            a.residual = r.data();
+        py::object r_keep;
+        if (residual && !residual->is_none()) {
+            std::optional<F32View> rv = f32_view(*residual, out_shape());
+            if (!rv) {
+                r_keep = carray<float>::ensure(*residual);
+                if (!r_keep) throw py::error_already_set();
+                rv = f32_view(r_keep, out_shape());
+                if (!rv) throw py::value_error("residual must have the output's shape (N, O, Ho, Wo)");
+            }
+            a.residual = rv->p;
+            a.r_img = rv->img;
+            a.r_plane = rv->plane;
+            a.r_row = rv->row;
         }
-        py::array_t<float> y({a.N, (long)O_, a.Ho, a.Wo});
-        a.y = y.mutable_data();
+        py::object y;
+        std::unique_ptr<PackedBuffer> out;
+        if (out_layout_) {
+            out.reset(new PackedBuffer());
+            out->home = pool_;
+            out->layout = *out_layout_;
+            out->data = pool_->take();
+            const PackedLayout& L = out->layout;
+            a.y = out->data + L.off;
+            a.y_img = L.C * L.PS;
+            a.y_plane = L.PS;
+            a.y_row = L.Wr;
+            a.y_nonfinite = &out->nonfinite;
+        } else {
+            py::array_t<float> yc({a.N, (long)O_, a.Ho, a.Wo});
+            a.y = yc.mutable_data();
+            y = std::move(yc);
+        }
         bool ran;
         {
             py::gil_scoped_release release;
             ran = kepsparse::spconv_execute(*layout_, a, true);
         }
         if (!ran) return py::none();
-        return std::move(y);
+        if (out) {
+            const PackedLayout& L = out->layout;
+            const long f = (long)sizeof(float);
+            float* first = out->data + L.off;
+            py::capsule owner(out.get(), PACKED_CAPSULE,
+                              [](void* p) { delete static_cast<PackedBuffer*>(p); });
+            out.release();  // owned by the capsule now
+            y = py::array(py::dtype::of<float>(), {a.N, (long)O_, a.Ho, a.Wo},
+                          {L.C * L.PS * f, L.PS * f, L.Wr * f, f}, first, owner);
+        }
+        return y;
     }
 
 private:
+    bool takes(const PackedBuffer& b) const {
+        return b.layout == *in_layout_ && b.layout.floats >= in_layout_->floats;
+    }
+
     std::shared_ptr<const void> plan_;  // keeps the plan the layout points into alive
     kepsparse::ConvArgs args_;
     long O_ = 0;
     std::vector<float> bias_;
     std::unique_ptr<kepsparse::SpconvLayout> layout_;
+    std::optional<PackedLayout> in_layout_;   // this call's packed input, if it takes one
+    std::optional<PackedLayout> out_layout_;  // the layout its outputs are written in
+    std::shared_ptr<BufferPool> pool_;        // their buffers
 };
-
-// Whether h is a float32 C-contiguous array of exactly this 4-D shape.
-bool is_f32c_shape(py::handle h, const std::array<long, 4>& shape) {
-    if (!f32c_array::check_(h)) return false;
-    const auto a = py::reinterpret_borrow<py::array>(h);
-    if (a.ndim() != 4) return false;
-    for (int d = 0; d < 4; ++d)
-        if (a.shape(d) != shape[d]) return false;
-    return true;
-}
 
 std::array<long, 4> shape4(const py::tuple& t) {
     if (t.size() != 4) throw py::value_error("conv shapes must be 4-D");
@@ -116,7 +291,8 @@ std::array<long, 4> shape4(const py::tuple& t) {
 // tensors by index in a Python list the caller fills with constants and inputs. Each step
 // reads its input slots (-1: an absent optional input, None), writes its output slot and
 // clears the slots that die after it. A conv step with a bound call runs natively when its
-// operands are float32 C-contiguous of the bound shapes and finite; otherwise (and for
+// operands are float32 arrays of the bound shapes with contiguous rows (f32_view) and
+// finite; otherwise (and for
 // every other step) the step's Python function fn(inputs, None) runs, exactly as the
 // Python loop would call it. fn raises with the node's name (engine.py wraps it).
 class StepRunner {
@@ -158,11 +334,11 @@ public:
                 const py::object x = slots[slot(s.in[0])];
                 const bool has_res = s.in.size() == 2;
                 const py::object r = has_res ? py::object(slots[slot(s.in[1])]) : py::object();
-                if (is_f32c_shape(x, s.x_shape) && (!has_res || is_f32c_shape(r, s.out_shape))) {
-                    std::optional<carray<float>> res;
-                    if (has_res) res = py::reinterpret_borrow<carray<float>>(r);
+                if (f32_view(x, s.x_shape) && (!has_res || f32_view(r, s.out_shape))) {
+                    std::optional<py::object> res;
+                    if (has_res) res = r;
                     try {
-                        y = (*s.call)(py::reinterpret_borrow<carray<float>>(x), s.relu, res);
+                        y = (*s.call)(x, s.relu, res);
                     } catch (...) {  // e.g. out of memory: fn runs it again and names the node
                         y = py::object();
                     }
@@ -224,6 +400,14 @@ void register_runner(py::module_& m) {
     def_call_init<SpconvPlan>(call);
     call.def("__call__", &SpconvCall::operator(), py::arg("x"), py::arg("relu"),
              py::arg("residual") = py::none());
+    call.def("pack_output_for", &SpconvCall::pack_output_for, py::arg("consumer"),
+             "Write every later output straight into consumer's packed input layout (a "
+             "strided view the consumer reads without packing). False, changing nothing, when "
+             "consumer is not stride 1 or does not take this call's output shape.");
+    call.def_property_readonly("packs_output", &SpconvCall::packs_output);
+    call.def("reads_packed", &SpconvCall::reads_packed, py::arg("x"),
+             "Whether x is another call's output in this call's packed input layout (read "
+             "without packing).");
     py::class_<StepRunner>(m, "StepRunner",
         "A compiled graph's steps run in C++ (see csrc/runner.cpp and engine.py)")
         .def(py::init<const py::list&>(), py::arg("steps"))

@@ -261,6 +261,7 @@ void build_layout(SpconvLayout& L, const SpconvPlan* bp, const GroupPlan* gp,
     L.buf_floats = (size_t)(bp ? max_chunk_blocks * bp->OB * T : gp->och * T);
     // tile reads may run past the last plane (garbage lanes): slack of zeros after it
     L.slack = ntiles * T + maxtab + 64 - npix;
+    L.vector_pack = (sw == 1 && sh == 1) || sw == 2;
     L.isa = &isa;
     L.gp = gp;
     L.N = N;
@@ -283,46 +284,23 @@ SpconvLayout::SpconvLayout(const SpconvPlan* bp, const GroupPlan* gp, const std:
     build_layout(*this, bp, gp, isa, a);
 }
 
-bool spconv_execute(const SpconvLayout& L, const ConvArgs& a, bool check_finite) {
-    if (a.N != L.N || a.H != L.H || a.W != L.W)
-        throw std::invalid_argument("x's shape is not the one this call was set up for");
-    const float* x = a.x;
-    const long N = L.N, H = L.H, W = L.W, C = L.C, PS = L.PS, Hra = L.Hra, nph = L.nph;
-    const long Wr = L.ctx.Wr, img = L.ctx.img_stride;
+// Packs x (strides in floats: x_img, x_plane, x_row) into xr in L's layout, planes split
+// over L.nt threads. False when check_finite and a vector packer copied a NaN/Inf (the
+// scalar packer does not look: its caller scans x first).
+static bool pack_input(const SpconvLayout& L, const float* x, long x_img, long x_plane, long x_row,
+                float* xr, bool check_finite) {
+    const long H = L.H, W = L.W, C = L.C, PS = L.PS, Hra = L.Hra, nph = L.nph;
+    const long Wr = L.ctx.Wr;
     const int sh = L.sh, sw = L.sw, pt = L.pt, pl = L.pl, nt = L.nt;
     const SpconvIsa& isa = *L.isa;
-
-    thread_local Scratch xs;
-    float* xr = xs.get((size_t)(N * img + std::max(0L, L.slack) + 64));
-    SpconvCtx c = L.ctx;
-    c.off = L.off.data();
-    c.xr = xr;
-    c.y = a.y;
-    c.bias = a.bias;
-    c.res = a.residual;
-    c.relu = a.relu;
-
-    // tile buffers, one per pool slot, kept across calls by the calling thread
-    static thread_local std::vector<std::unique_ptr<Scratch>> tile_bufs;
-    if ((int)tile_bufs.size() < nt) tile_bufs.resize(nt);
-    for (int t = 0; t < nt; ++t) {
-        if (!tile_bufs[t]) tile_bufs[t].reset(new Scratch());
-        tile_bufs[t]->get(L.buf_floats);
-    }
-    const std::unique_ptr<Scratch>* bufs = tile_bufs.data();
-
-    // the vector packers check for NaN/Inf as they copy; the scalar one does not
-    const bool vector_pack = (sw == 1 && sh == 1) || sw == 2;
-    if (check_finite && !vector_pack && !all_finite_f32(x, (size_t)(N * C * H * W)))
-        return false;
     // false: the plane holds a NaN/Inf (vector packers only)
     auto pack_plane = [&](long nc) -> bool {
-        const float* src = x + nc * H * W;
+        const float* src = x + (nc / C) * x_img + (nc % C) * x_plane;
         float* dst = xr + nc * PS;
         if (sw == 1 && sh == 1) {
-            return isa.pack_s1(src, dst, H, W, Wr, pt, pl, PS);  // (spconv_tile.inc)
+            return isa.pack_s1(src, x_row, dst, H, W, Wr, pt, pl, PS);  // (spconv_tile.inc)
         } else if (sw == 2) {
-            return isa.pack_sw2(src, dst, H, W, Wr, Hra, sh, pt, pl, PS);  // even/odd split
+            return isa.pack_sw2(src, x_row, dst, H, W, Wr, Hra, sh, pt, pl, PS);  // even/odd split
         } else {
             // data columns of phase (ra, cb): q in [qlo, qhi) reads source column q*sw + cb - pl
             for (long ra = 0; ra < sh; ++ra)
@@ -339,7 +317,7 @@ bool spconv_execute(const SpconvLayout& L, const ConvArgs& a, bool check_finite)
                             zero_floats(drow, Wr);
                             continue;
                         }
-                        const float* srow = src + R * W + (qlo * sw + cb - pl);
+                        const float* srow = src + R * x_row + (qlo * sw + cb - pl);
                         zero_floats(drow, qlo);
                         if (sw == 1) {
                             copy_floats(drow + qlo, srow, qhi - qlo);
@@ -354,7 +332,7 @@ bool spconv_execute(const SpconvLayout& L, const ConvArgs& a, bool check_finite)
         }
     };
 
-    const long planes = N * C;
+    const long planes = L.N * C;
     const long pack_items = std::min<long>(planes, 4L * nt);
     std::atomic<bool> finite{true};
     pool_run(pack_items, nt - 1, [&](long item, int) {
@@ -363,8 +341,66 @@ bool spconv_execute(const SpconvLayout& L, const ConvArgs& a, bool check_finite)
             ok &= pack_plane(nc);
         if (!ok) finite.store(false, std::memory_order_relaxed);
     });
-    if (check_finite && !finite.load(std::memory_order_relaxed)) return false;
-    if (L.slack > 0) std::memset(xr + N * img, 0, sizeof(float) * (L.slack + 64));
+    return !check_finite || finite.load(std::memory_order_relaxed);
+}
+
+bool spconv_execute(const SpconvLayout& L, const ConvArgs& a, bool check_finite) {
+    if (a.N != L.N || a.H != L.H || a.W != L.W)
+        throw std::invalid_argument("x's shape is not the one this call was set up for");
+    if (a.x_packed && !L.packed_input())
+        throw std::invalid_argument("a packed input needs a stride-1 layout");
+    const float* x = a.x;
+    const long N = L.N, H = L.H, W = L.W, C = L.C, img = L.ctx.img_stride;
+    const int nt = L.nt;
+    const SpconvIsa& isa = *L.isa;
+    const long O = L.ctx.O, Ho = L.ctx.Ho, Wo = L.ctx.Wo;
+    // strides in floats; 0: contiguous NCHW
+    const long x_row = a.x_row ? a.x_row : W, x_plane = a.x_plane ? a.x_plane : H * W,
+               x_img = a.x_img ? a.x_img : C * H * W;
+
+    thread_local Scratch xs;
+    SpconvCtx c = L.ctx;
+    c.off = L.off.data();
+    c.xr = a.x_packed ? x - L.data_offset()
+                      : xs.get((size_t)(N * img + std::max(0L, L.slack) + 64));
+    c.y = a.y;
+    c.bias = a.bias;
+    c.res = a.residual;
+    c.relu = a.relu;
+    c.y_row = a.y_row ? a.y_row : Wo;
+    c.y_plane = a.y_plane ? a.y_plane : Ho * Wo;
+    c.y_img = a.y_img ? a.y_img : O * Ho * Wo;
+    c.r_row = a.r_row ? a.r_row : Wo;
+    c.r_plane = a.r_plane ? a.r_plane : Ho * Wo;
+    c.r_img = a.r_img ? a.r_img : O * Ho * Wo;
+    c.y_nonfinite = a.y_nonfinite;
+
+    // tile buffers, one per pool slot, kept across calls by the calling thread
+    static thread_local std::vector<std::unique_ptr<Scratch>> tile_bufs;
+    if ((int)tile_bufs.size() < nt) tile_bufs.resize(nt);
+    for (int t = 0; t < nt; ++t) {
+        if (!tile_bufs[t]) tile_bufs[t].reset(new Scratch());
+        tile_bufs[t]->get(L.buf_floats);
+    }
+    const std::unique_ptr<Scratch>* bufs = tile_bufs.data();
+
+    if (!a.x_packed) {
+        float* xr = const_cast<float*>(c.xr);  // this call's own scratch
+        // the vector packers check for NaN/Inf as they copy; the scalar one does not
+        if (check_finite && !L.vector_pack) {
+            if (x_row == W && x_plane == H * W && x_img == C * H * W) {
+                if (!all_finite_f32(x, (size_t)(N * C * H * W))) return false;
+            } else {
+                for (long nc = 0; nc < N * C; ++nc)
+                    for (long h = 0; h < H; ++h)
+                        if (!all_finite_f32(x + (nc / C) * x_img + (nc % C) * x_plane + h * x_row,
+                                            (size_t)W))
+                            return false;
+            }
+        }
+        if (!pack_input(L, x, x_img, x_plane, x_row, xr, check_finite)) return false;
+        if (L.slack > 0) std::memset(xr + N * img, 0, sizeof(float) * (L.slack + 64));
+    }
 
     const long nchunks = L.nchunks, ntiles = L.ntiles, nblocks = L.nblocks;
     const bool groups = L.gp != nullptr;

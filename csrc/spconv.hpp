@@ -88,9 +88,12 @@ struct SpconvCtx {
     const float* xr = nullptr;     // packed input
     long img_stride = 0;           // floats per image in xr (Ctot * PS)
     const int32_t* off = nullptr;  // [Ctot*KK] offset of entry key in an image of xr
-    float* y = nullptr;            // (N, O, Ho, Wo)
+    float* y = nullptr;            // (N, O, Ho, Wo) at strides y_img, y_plane, y_row
     const float* bias = nullptr;   // (O,) or null
     const float* res = nullptr;    // (N, O, Ho, Wo) added before the ReLU, or null
+    long y_img = 0, y_plane = 0, y_row = 0;  // strides in floats (ConvArgs)
+    long r_img = 0, r_plane = 0, r_row = 0;
+    int* y_nonfinite = nullptr;    // set to 1 when a stored y value is NaN/Inf, or null
     bool relu = false;
     long Ho = 0, Wo = 0, Wr = 0;   // output size, row pitch of the flat pixel index
     long npix = 0;                 // Ho * Wr
@@ -114,13 +117,14 @@ struct SpconvIsa {
     void (*process_grp)(const SpconvCtx& c, long n, long tile, long chunk, float* buf);
     // Stride-1 packing of one input plane (layout: pack_input in spconv.cpp): pt zero rows,
     // then per data row [W data][Wr - W zeros], zeros up to PS. Exact stores, no spill.
-    // Both packers return false when a float they copied is NaN/Inf.
-    bool (*pack_s1)(const float* src, float* dst, long H, long W, long Wr, long pt, long pl,
-                    long PS);
+    // The source plane's rows start src_row floats apart. Both packers return false when a
+    // float they copied is NaN/Inf.
+    bool (*pack_s1)(const float* src, long src_row, float* dst, long H, long W, long Wr,
+                    long pt, long pl, long PS);
     // Column stride 2 (any row stride sh): the 2*sh phase planes of one input plane, then
-    // zeros up to PS (layout: pack_input in spconv.cpp). Reads only the plane's H*W floats.
-    bool (*pack_sw2)(const float* src, float* dst, long H, long W, long Wr, long Hra, long sh,
-                     long pt, long pl, long PS);
+    // zeros up to PS (layout: pack_input in spconv.cpp). Reads only the plane's H x W data.
+    bool (*pack_sw2)(const float* src, long src_row, float* dst, long H, long W, long Wr,
+                     long Hra, long sh, long pt, long pl, long PS);
 };
 
 const SpconvIsa& spconv_isa_avx512();

@@ -31,6 +31,20 @@ struct ConvArgs {
     int sh = 1, sw = 1, pt = 0, pb = 0, pl = 0, pr = 0, dh = 1, dw = 1;
     bool relu = false;
     int threads = 0;  // <= 0: OpenMP default
+    // Strides in floats (image, plane, row; a row's floats are contiguous) of x, y and
+    // residual, each pointer at its tensor's first data float. 0: the contiguous NCHW value.
+    // A y with wider strides is written at its data positions only (see x_packed).
+    long x_img = 0, x_plane = 0, x_row = 0;
+    long y_img = 0, y_plane = 0, y_row = 0;
+    long r_img = 0, r_plane = 0, r_row = 0;
+    // x already is this layout's packed input (SpconvLayout::packed_input): its data sits
+    // in planes of PS floats at row pitch Wr, x = plane start + data_offset(), zeros around
+    // the data and at least slack + 64 zero floats after the last plane. Packing is skipped,
+    // and so is the NaN/Inf check: the caller knows x is finite (y_nonfinite of the call that
+    // wrote it).
+    bool x_packed = false;
+    // When not null, set to 1 if a value written to y is NaN/Inf (never cleared here).
+    int* y_nonfinite = nullptr;
 };
 
 // A call's set-up that depends on sizes only (plan, ISA, N/H/W, Ho/Wo, stride, padding,
@@ -53,7 +67,14 @@ struct SpconvLayout {
     int sh = 1, sw = 1, pt = 0, pl = 0;
     long Hra = 0, nph = 1, PS = 0;   // packed layout (pack_input in spconv.cpp)
     long slack = 0;                  // zero floats after the last packed image
+    bool vector_pack = false;        // the packers check NaN/Inf as they copy (sw 1 or 2)
     int nt = 1;                      // threads this call uses
+    // Whether an input may come already packed (ConvArgs::x_packed): one phase plane
+    // (stride 1), so a producer can write its output straight into this layout.
+    bool packed_input() const { return nph == 1; }
+    // Offset of data (0, 0) in a packed plane, and the floats a packed input buffer needs.
+    long data_offset() const { return (long)pt * ctx.Wr + pl; }
+    long packed_floats() const { return N * C * PS + slack + 64; }
     long ntiles = 0, nchunks = 1, nblocks = 0, items = 0;
     std::size_t buf_floats = 0;      // tile buffer per thread
 };

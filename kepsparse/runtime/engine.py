@@ -346,7 +346,8 @@ class GraphModel(SparseModel):
     # run with the same input shapes, when every conv is bound to its input shape. Conv
     # steps whose kernel call is a _core.SpconvCall run without Python; every other step
     # (and a conv whose operands are not as bound, or hold a NaN/Inf) calls the same step
-    # function as the loop, which raises with the node's name.
+    # function as the loop, which raises with the node's name. A conv whose output feeds a
+    # stride-1 conv writes it in that conv's packed input layout (_pack_outputs).
     def _build_native(self, steps, backend, threads):
         slots: dict[str, int] = {}
         for name in (*self.graph.constants, *(s["name"] for s in self.graph.inputs)):
@@ -369,7 +370,32 @@ class GraphModel(SparseModel):
                     conv = (call, x_shape, out_shape, relu)
             rows.append((_located(node, fn), [slots[t] if t else -1 for t in inputs],
                          slots[output], [slots[t] for t in dead], conv))
+        self._pack_outputs(steps, rows, {slots[o] for o in self.graph.outputs})
         return slots, _StepRunner(rows)
+
+    @staticmethod
+    def _pack_outputs(steps, rows, output_slots) -> None:
+        """Let each native conv write its output straight into the packed input layout of
+        a stride-1 native conv that reads it as x (``SpconvCall.pack_output_for``): that
+        conv then skips packing its input (zeros around the data, a row pitch of its own).
+        Every other reader gets a strided NumPy view of the same numbers. Not for graph
+        outputs (the user gets contiguous arrays), nor when a Python step may overwrite the
+        tensor in place (the producer's NaN/Inf flag would go stale)."""
+        readers: dict[int, list[tuple[int, int]]] = {}
+        for j, (_, ins, _, _, _) in enumerate(rows):
+            for k, t in enumerate(ins):
+                if t >= 0:
+                    readers.setdefault(t, []).append((j, k))
+        for _, _, out, _, conv in rows:
+            if conv is None or out in output_slots:
+                continue
+            rs = readers.get(out, [])
+            if any(k == 0 and rows[j][4] is None and steps[j][0].op in INPLACE_OPS
+                   for j, k in rs):
+                continue
+            for j, k in rs:
+                if k == 0 and rows[j][4] is not None and conv[0].pack_output_for(rows[j][4][0]):
+                    break
 
     def _run_native(self, native, env):
         slots, runner = native

@@ -317,6 +317,60 @@ def test_bound_call_checks_its_operands_and_keeps_its_plan(rng, kind, isa):
         cpp._core.SpconvCall(None, isa, x.shape, None, *args)
 
 
+@pytest.mark.parametrize("isa", USABLE_ISAS)
+@pytest.mark.parametrize("kind", ["blocks", "groups"])
+def test_packed_output_feeds_the_next_call_without_packing(rng, kind, isa):
+    """SpconvCall.pack_output_for: the producer writes its output in the consumer's packed
+    input layout (a strided view); the consumer reads it without packing, and other readers
+    (a stride-2 conv, a residual, NumPy) see the same numbers as a contiguous output. The
+    padding around the data stays zero through buffer reuse; an output holding an Inf makes
+    the consumer return None (dense semantics), as an Inf input does."""
+    def plan(fmt):
+        return cpp.build_plan(fmt, 1, isa) if kind == "blocks" else cpp.build_group_plan(fmt, 1)
+
+    def bound(fmt, x_shape, stride, pad, out_hw, bias=None, threads=2):
+        geo = ConvGeometry.make(stride, pad)
+        return cpp._core.SpconvCall(plan(fmt), isa, x_shape, bias, geo.stride, geo.padding,
+                                    geo.dilation, out_hw, threads)
+
+    f1 = ks.pack(make_kep_weight(rng, 6, 5, 3, 3), "pattern")
+    f2 = ks.pack(make_kep_weight(rng, 7, 6, 3, 3), "pattern")
+    f3 = ks.pack(make_kep_weight(rng, 6, 6, 3, 3), "pattern")
+    b1 = rng.standard_normal(6).astype(np.float32)
+    N, H, W = 2, 9, 11
+    producer = bound(f1, (N, 5, H, W), 1, 1, (H, W), b1)
+    consumer = bound(f2, (N, 6, H, W), 1, 1, (H, W))   # stride 1: adopts this layout
+    strided = bound(f2, (N, 6, H, W), 2, 1, (5, 6))    # stride 2: packs from the view
+    residual = bound(f3, (N, 6, H, W), 1, 1, (H, W))   # reads it as x and as residual
+    assert not producer.packs_output
+    assert not strided.pack_output_for(consumer) and not strided.packs_output  # other shape
+    assert not producer.pack_output_for(strided)  # a stride-2 conv takes no packed input
+    assert producer.pack_output_for(consumer) and producer.packs_output
+    for _ in range(3):  # buffers are reused: their padding must stay zero
+        x = rng.standard_normal((N, 5, H, W)).astype(np.float32) * 4
+        y = producer(x, True)
+        ref = ks.conv2d(x, f1, b1, padding=1, relu=True, backend="reference")
+        assert not y.flags.c_contiguous and y.shape == ref.shape
+        np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+        assert consumer.reads_packed(y) and residual.reads_packed(y)
+        assert not consumer.reads_packed(np.ascontiguousarray(y))
+        assert not strided.reads_packed(y)
+        yc = np.ascontiguousarray(y)
+        np.testing.assert_array_equal(consumer(y, False), consumer(yc, False))
+        np.testing.assert_array_equal(strided(y, True), strided(yc, True))
+        np.testing.assert_array_equal(residual(y, True, y), residual(yc, True, yc))
+        np.testing.assert_allclose(consumer(y, False),
+                                   ks.conv2d(yc, f2, None, padding=1, backend="reference"),
+                                   rtol=1e-5, atol=1e-5)
+    # a slice of the view has other strides: read as a plain strided array
+    assert not consumer.reads_packed(y[:1])
+    # an output that overflowed to Inf: the consumer computes nothing
+    big = producer(np.full((N, 5, H, W), 3e38, np.float32), False)
+    assert np.isinf(big).any()
+    assert consumer(big, False) is None and residual(big, False) is None
+    assert strided(big, False) is None  # found by its packer
+
+
 @pytest.mark.parametrize("kind", ["blocks", "groups"])
 def test_too_many_plan_indices_is_unsupported(kind):
     """Ctot*KH*KW must fit the plans' int32 indices: UnsupportedError(field='shape') from

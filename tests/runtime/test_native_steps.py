@@ -40,6 +40,11 @@ def test_native_steps_equal_the_python_loop(exported, net):
                     and (impl := m.conv_impl(node.attrs["layer"], "auto", 2)).kernel is not None
                     and impl.kernel.backend == "cpp")
     assert runner.steps == len(steps) and runner.native_steps == cpp_convs > 10
+    # most convs hand their output to the next conv in its packed input layout
+    packed = sum(bool(getattr(getattr(m.conv_impl(node.attrs["layer"], "auto", 2).bound[2],
+                                      "call", None), "packs_output", False))
+                 for node, *_ in steps if "layer" in node.attrs)
+    assert packed >= cpp_convs // 2, (packed, cpp_convs)
     y_native = m(x, threads=2)                    # the C++ loop
     np.testing.assert_array_equal(y_native, y_loop)
     np.testing.assert_array_equal(_python_loop(m, x, threads=2), y_loop)
@@ -63,6 +68,73 @@ def test_nan_input_takes_dense_semantics_in_native_steps(exported):
     y_loop = _python_loop(m, xn)
     np.testing.assert_array_equal(np.isnan(y_native), np.isnan(y_loop))
     np.testing.assert_array_equal(y_native, y_loop)
+
+
+def _conv_graph(tmp_path, nodes, weights, name="m.onnx"):
+    """A small ONNX model of these nodes: input x (N, 3, 6, 6), output y."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    g = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, n) for n, w in weights.items()])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    path = tmp_path / name
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_inf_inside_the_network_takes_dense_semantics_in_native_steps(tmp_path):
+    """A conv whose output overflows to Inf hands it to the next conv in its packed layout
+    (no packing, so no NaN/Inf scan there): the producer's flag must send the consumer to
+    dense semantics, exactly as the Python loop does (0 * Inf = NaN where weights are
+    pruned). And a conv output that a NumPy step overwrites in place (Mul) is not packed:
+    the flag would go stale."""
+    from onnx import helper
+    rng = np.random.default_rng(11)
+
+    def sparse(shape):
+        return (rng.standard_normal(shape) * (rng.random(shape) < 0.4)).astype(np.float32)
+    # w1's kept weights are >= 2: one input of 3e38 makes Inf in the outputs it reaches
+    w1 = sparse((4, 3, 3, 3))
+    w1[w1 != 0] = 2 + np.abs(w1[w1 != 0])
+    w = {"w1": w1, "w2": sparse((4, 4, 3, 3)), "w3": sparse((4, 4, 3, 3))}
+    chain = _conv_graph(tmp_path, [
+        helper.make_node("Conv", ["x", "w1"], ["h"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["h", "w2"], ["y"], name="c2", pads=[1, 1, 1, 1])], w,
+        "chain.onnx")
+    m = ks.convert(chain)
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    m(x, backend="cpp")  # builds the runner
+    assert len(m._native) == 1
+    assert m.conv_impl("c1", "cpp").bound[2].call.packs_output
+    xb = x.copy()
+    xb[0, 0, 2, 2] = 3e38  # finite, but c1's outputs around it overflow
+    y_native = m(xb, backend="cpp")
+    y_loop = _python_loop(m, xb, backend="cpp")
+    assert np.isnan(y_loop).any() and np.isfinite(y_loop).any()
+    np.testing.assert_array_equal(y_native, y_loop)
+    np.testing.assert_array_equal(m(x, backend="cpp"), _python_loop(m, x, backend="cpp"))
+
+    # big makes exactly one value of h Inf: dense semantics then give NaN around it in every
+    # channel of c3's output, a sparse kernel only where c3 keeps a weight
+    h = np.sort(np.abs(ks.conv2d(x, w1, padding=1, backend="reference")).ravel())
+    big = np.array(3.4e38 / np.sqrt(h[-1] * h[-2]), np.float32)
+    inplace = _conv_graph(tmp_path, [
+        helper.make_node("Conv", ["x", "w1"], ["h"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["h", "w2"], ["a"], name="c2", pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["h", "big"], ["h2"], name="mul"),  # in place on h (dead)
+        helper.make_node("Conv", ["h2", "w3"], ["b"], name="c3", pads=[1, 1, 1, 1]),
+        helper.make_node("Concat", ["a", "b"], ["y"], name="cat", axis=1)],
+        {**w, "big": big}, "inplace.onnx")
+    m = ks.convert(inplace)
+    with np.errstate(over="ignore", invalid="ignore"):  # h * big overflows: meant to
+        m(x, backend="cpp")
+        assert not m.conv_impl("c1", "cpp").bound[2].call.packs_output
+        y_loop = _python_loop(m, x, backend="cpp")
+        assert np.isnan(y_loop).any() and np.isfinite(y_loop).any()
+        np.testing.assert_array_equal(m(x, backend="cpp"), y_loop)
 
 
 def test_a_failing_step_is_located_in_native_steps(tmp_path, monkeypatch):
