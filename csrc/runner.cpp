@@ -185,6 +185,10 @@ public:
         return true;
     }
     bool packs_output() const { return out_layout_.has_value(); }
+    // (default, alternative) thread counts the call chooses between (SpconvLayout::split)
+    std::pair<int, int> thread_counts() const {
+        return {layout_->split[0].nt, layout_->split[1].nt};
+    }
 
     // Whether x is an output in this call's packed input layout, read without packing.
     bool reads_packed(py::handle x) const {
@@ -405,6 +409,9 @@ void register_runner(py::module_& m) {
              "strided view the consumer reads without packing). False, changing nothing, when "
              "consumer is not stride 1 or does not take this call's output shape.");
     call.def_property_readonly("packs_output", &SpconvCall::packs_output);
+    call.def_property_readonly("thread_counts", &SpconvCall::thread_counts,
+        "(default, alternative): the thread counts of a 1x and a 10x lower work threshold; "
+        "when they differ, each call runs the one measured faster (ThreadChoice).");
     call.def("reads_packed", &SpconvCall::reads_packed, py::arg("x"),
              "Whether x is another call's output in this call's packed input layout (read "
              "without packing).");

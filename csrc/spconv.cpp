@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -243,21 +244,26 @@ void build_layout(SpconvLayout& L, const SpconvPlan* bp, const GroupPlan* gp,
     }
 
     // Threads: at most one per work_per_thread() of work (workpool.hpp: a hand-off to a
-    // helper can cost more than a small layer's whole run).
+    // helper can cost more than a small layer's whole run); where one per a tenth of that
+    // would give more, the call chooses by measured time (SpconvLayout::choice).
     // work ~ FMA lanes (stored weights x output pixels) + floats packed and written.
     const double lanes_per_pixel = bp ? (double)bp->ck.size() * bp->OB
                                       : (double)gp->ch_o.size() * 4.0;
     const double work = lanes_per_pixel * (double)npix * N + (double)N * C * PS +
                         (double)N * (bp ? bp->O : gp->O) * npix;
-    L.nt = threads_for_work(work, a.threads);
     L.nblocks = bp ? bp->nblocks : gp->nchunks;
-    const long base_items = N * ntiles;
-    long nchunks = std::max<long>(1, (4L * L.nt + base_items - 1) / base_items);
-    nchunks = bp ? std::min(nchunks, L.nblocks) : gp->nchunks;  // group plans: fixed chunks
-    L.nchunks = nchunks;
     L.ntiles = ntiles;
-    L.items = base_items * nchunks;
-    const long max_chunk_blocks = (L.nblocks + nchunks - 1) / nchunks;
+    const long base_items = N * ntiles;
+    long max_chunk_blocks = 1;
+    for (int k = 0; k < 2; ++k) {
+        SpconvLayout::Split& sp = L.split[k];
+        sp.nt = threads_for_work(work, a.threads, k == 0 ? 0.0 : work_per_thread() / 10);
+        long nchunks = std::max<long>(1, (4L * sp.nt + base_items - 1) / base_items);
+        nchunks = bp ? std::min(nchunks, L.nblocks) : gp->nchunks;  // group plans: fixed chunks
+        sp.nchunks = nchunks;
+        sp.items = base_items * nchunks;
+        max_chunk_blocks = std::max(max_chunk_blocks, (L.nblocks + nchunks - 1) / nchunks);
+    }
     L.buf_floats = (size_t)(bp ? max_chunk_blocks * bp->OB * T : gp->och * T);
     // tile reads may run past the last plane (garbage lanes): slack of zeros after it
     L.slack = ntiles * T + maxtab + 64 - npix;
@@ -285,13 +291,13 @@ SpconvLayout::SpconvLayout(const SpconvPlan* bp, const GroupPlan* gp, const std:
 }
 
 // Packs x (strides in floats: x_img, x_plane, x_row) into xr in L's layout, planes split
-// over L.nt threads. False when check_finite and a vector packer copied a NaN/Inf (the
+// over nt threads. False when check_finite and a vector packer copied a NaN/Inf (the
 // scalar packer does not look: its caller scans x first).
-static bool pack_input(const SpconvLayout& L, const float* x, long x_img, long x_plane, long x_row,
-                float* xr, bool check_finite) {
+static bool pack_input(const SpconvLayout& L, int nt, const float* x, long x_img, long x_plane,
+                       long x_row, float* xr, bool check_finite) {
     const long H = L.H, W = L.W, C = L.C, PS = L.PS, Hra = L.Hra, nph = L.nph;
     const long Wr = L.ctx.Wr;
-    const int sh = L.sh, sw = L.sw, pt = L.pt, pl = L.pl, nt = L.nt;
+    const int sh = L.sh, sw = L.sw, pt = L.pt, pl = L.pl;
     const SpconvIsa& isa = *L.isa;
     // false: the plane holds a NaN/Inf (vector packers only)
     auto pack_plane = [&](long nc) -> bool {
@@ -349,9 +355,12 @@ bool spconv_execute(const SpconvLayout& L, const ConvArgs& a, bool check_finite)
         throw std::invalid_argument("x's shape is not the one this call was set up for");
     if (a.x_packed && !L.packed_input())
         throw std::invalid_argument("a packed input needs a stride-1 layout");
+    const auto t0 = std::chrono::steady_clock::now();
+    const int pick = L.split[0].nt == L.split[1].nt ? 0 : L.choice.pick();
+    const SpconvLayout::Split& sp = L.split[pick];
     const float* x = a.x;
     const long N = L.N, H = L.H, W = L.W, C = L.C, img = L.ctx.img_stride;
-    const int nt = L.nt;
+    const int nt = std::max(L.split[0].nt, L.split[1].nt);  // tile buffers for either
     const SpconvIsa& isa = *L.isa;
     const long O = L.ctx.O, Ho = L.ctx.Ho, Wo = L.ctx.Wo;
     // strides in floats; 0: contiguous NCHW
@@ -398,13 +407,13 @@ bool spconv_execute(const SpconvLayout& L, const ConvArgs& a, bool check_finite)
                             return false;
             }
         }
-        if (!pack_input(L, x, x_img, x_plane, x_row, xr, check_finite)) return false;
+        if (!pack_input(L, sp.nt, x, x_img, x_plane, x_row, xr, check_finite)) return false;
         if (L.slack > 0) std::memset(xr + N * img, 0, sizeof(float) * (L.slack + 64));
     }
 
-    const long nchunks = L.nchunks, ntiles = L.ntiles, nblocks = L.nblocks;
+    const long nchunks = sp.nchunks, ntiles = L.ntiles, nblocks = L.nblocks;
     const bool groups = L.gp != nullptr;
-    pool_run(L.items, nt - 1, [&](long it, int slot) {
+    pool_run(sp.items, sp.nt - 1, [&](long it, int slot) {
         const long chunk = it % nchunks;
         const long nt_idx = it / nchunks;
         const long n = nt_idx / ntiles, tile = nt_idx % ntiles;
@@ -415,6 +424,8 @@ bool spconv_execute(const SpconvLayout& L, const ConvArgs& a, bool check_finite)
         const long b0 = nblocks * chunk / nchunks, b1 = nblocks * (chunk + 1) / nchunks;
         isa.process(c, n, tile, b0, b1, bufs[slot]->p);
     });
+    if (L.split[0].nt != L.split[1].nt)
+        L.choice.record(pick, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return true;
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "spconv.hpp"
+#include "workpool.hpp"
 
 namespace kepsparse {
 
@@ -68,15 +69,23 @@ struct SpconvLayout {
     long Hra = 0, nph = 1, PS = 0;   // packed layout (pack_input in spconv.cpp)
     long slack = 0;                  // zero floats after the last packed image
     bool vector_pack = false;        // the packers check NaN/Inf as they copy (sw 1 or 2)
-    int nt = 1;                      // threads this call uses
+    // How the work is split, for the default thread count (split[0]) and for the count a
+    // 10x lower work threshold gives (split[1]); equal when that makes no difference.
+    // A call runs the one `choice` picks (ThreadChoice, workpool.hpp).
+    struct Split {
+        int nt = 1;                  // threads
+        long nchunks = 1, items = 0; // output-channel chunks; work items (N*ntiles*nchunks)
+    };
+    Split split[2];
+    mutable ThreadChoice choice;
     // Whether an input may come already packed (ConvArgs::x_packed): one phase plane
     // (stride 1), so a producer can write its output straight into this layout.
     bool packed_input() const { return nph == 1; }
     // Offset of data (0, 0) in a packed plane, and the floats a packed input buffer needs.
     long data_offset() const { return (long)pt * ctx.Wr + pl; }
     long packed_floats() const { return N * C * PS + slack + 64; }
-    long ntiles = 0, nchunks = 1, nblocks = 0, items = 0;
-    std::size_t buf_floats = 0;      // tile buffer per thread
+    long ntiles = 0, nblocks = 0;
+    std::size_t buf_floats = 0;      // tile buffer per thread (either split)
 };
 
 // Runs a's convolution with a layout built for a's sizes (x's N/H/W are checked against

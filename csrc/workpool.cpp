@@ -147,6 +147,7 @@ int default_threads() {
 // CIFAR ResNet-56 at 2 threads took 1.5 ms with two threads on its ~300,000-unit layers,
 // 0.9 ms on one. 1,000,000 per thread keeps such layers on one thread in every phase
 // (ResNet-56: 0.9 ms either way; ImageNet layers, 2-20 million units, still split).
+// Sparse convs between a tenth of this and this choose by measured time (ThreadChoice).
 double work_per_thread() {
     static const double w = [] {
         const char* e = std::getenv("KEPSPARSE_WORK_PER_THREAD");
@@ -157,10 +158,30 @@ double work_per_thread() {
     return w;
 }
 
-int threads_for_work(double work, int threads) {
+int threads_for_work(double work, int threads, double per_thread) {
     const int nt_max = std::min(256, threads > 0 ? threads : default_threads());
-    const double per_thread = std::max(work_per_thread(), 1.0);
-    return (int)std::max(1.0, std::min((double)nt_max, work / per_thread));
+    const double per = std::max(per_thread > 0.0 ? per_thread : work_per_thread(), 1.0);
+    return (int)std::max(1.0, std::min((double)nt_max, work / per));
+}
+
+int ThreadChoice::pick() const {
+    const unsigned c = calls_.fetch_add(1, std::memory_order_relaxed);
+    for (int k = 0; k < 2; ++k)
+        if (seen_[k].load(std::memory_order_relaxed) < 3) return k;
+    const int best = mean_[1].load(std::memory_order_relaxed) <
+                     mean_[0].load(std::memory_order_relaxed);
+    return c % 64 == 0 ? 1 - best : best;
+}
+
+void ThreadChoice::record(int k, double seconds) {
+    const unsigned n = seen_[k].load(std::memory_order_relaxed);
+    const double m = mean_[k].load(std::memory_order_relaxed);
+    // the mean of the first timings, then a running mean over ~8 calls; a call the OS
+    // interrupted counts as twice the mean at most
+    const double w = n < 8 ? 1.0 / (n + 1) : 1.0 / 8;
+    const double t = n == 0 ? seconds : std::min(seconds, 2.0 * m);
+    mean_[k].store(n == 0 ? t : m + w * (t - m), std::memory_order_relaxed);
+    seen_[k].store(n + 1, std::memory_order_relaxed);
 }
 
 }  // namespace kepsparse

@@ -8,6 +8,7 @@
 // layers reuse them at once), then sleep.
 #pragma once
 
+#include <atomic>
 #include <functional>
 
 namespace kepsparse {
@@ -26,8 +27,26 @@ int default_threads();
 // other kernels count their steps in units of the same time.
 double work_per_thread();
 
-// Threads for a call of `work` units: one per work_per_thread(), at least 1, at most
-// `threads` (<= 0: default_threads()) and 256.
-int threads_for_work(double work, int threads);
+// Threads for a call of `work` units: one per work_per_thread() (or per `per_thread`
+// units when given), at least 1, at most `threads` (<= 0: default_threads()) and 256.
+int threads_for_work(double work, int threads, double per_thread = 0.0);
+
+// A call site's choice between two thread counts by measured time, for work where a second
+// thread may or may not pay: whether it does depends on this shared machine's phase (a
+// hand-off costs ~1 us in quiet phases, tens of us in slow ones; benchmarks/README.md,
+// "Threads per call"). pick() gives 0 (the default count) or 1 (the alternative): each
+// until it has 3 timings, then the one with the lower running mean, and every 32nd call
+// the other one, so a change of phase is noticed. record() adds a call's time. Safe to
+// share between threads (relaxed atomics: a lost update only delays the choice).
+class ThreadChoice {
+  public:
+    int pick() const;
+    void record(int k, double seconds);
+
+  private:
+    mutable std::atomic<unsigned> calls_{0};
+    std::atomic<unsigned> seen_[2] = {{0}, {0}};
+    std::atomic<double> mean_[2] = {{0.0}, {0.0}};
+};
 
 }  // namespace kepsparse

@@ -44,7 +44,20 @@ class SpconvCall:
                  residual: npt.NDArray[np.float32] | None = None
                  ) -> npt.NDArray[np.float32] | None:
         """act(conv2d(x) + bias + residual), or None (nothing computed) when x holds a
-        NaN/Inf; releases the GIL."""
+        NaN/Inf; releases the GIL. x and residual are read in place when float32 with
+        contiguous rows; the result is a strided view once pack_output_for succeeded."""
+    def pack_output_for(self, consumer: SpconvCall) -> bool:
+        """Write later outputs in consumer's packed input layout (consumer then skips
+        packing); False, changing nothing, when consumer is not stride 1 or takes another
+        shape."""
+    @property
+    def packs_output(self) -> bool: ...
+    def reads_packed(self, x: npt.NDArray[np.float32]) -> bool:
+        """Whether x is another call's output in this call's packed input layout."""
+    @property
+    def thread_counts(self) -> tuple[int, int]:
+        """(default, alternative) thread counts; when they differ each call runs the one
+        measured faster."""
 
 class StepRunner:
     """A compiled graph's steps run in C++ (runtime/engine.py, GraphModel._build_native).

@@ -317,6 +317,25 @@ def test_bound_call_checks_its_operands_and_keeps_its_plan(rng, kind, isa):
         cpp._core.SpconvCall(None, isa, x.shape, None, *args)
 
 
+@pytest.mark.parametrize("kind", ["blocks", "groups"])
+def test_bound_call_gives_the_same_bits_on_either_thread_count(rng, kind):
+    """A mid-size layer (between the two work thresholds of SpconvLayout::split) switches
+    between 1 and 2 threads by measured time (ThreadChoice): its first calls try both, later
+    ones the faster and every 64th the other. The work split changes, the numbers must not."""
+    isa = USABLE_ISAS[0]
+    w = make_kep_weight(rng, 16, 16, 3, 3)
+    w[:, 1::2] = 0
+    fmt = ks.pack(w, "pattern")
+    plan = cpp.build_plan(fmt, 1, isa) if kind == "blocks" else cpp.build_group_plan(fmt, 1)
+    x = rng.standard_normal((1, 16, 32, 32)).astype(np.float32)
+    args = ((1, 1), (1, 1, 1, 1), (1, 1), (32, 32))
+    want = cpp._core.spconv_run(plan, isa, x, None, *args, True, 1)
+    call = cpp._core.SpconvCall(plan, isa, x.shape, None, *args, 2)
+    assert call.thread_counts == (1, 2)
+    for _ in range(140):
+        np.testing.assert_array_equal(call(x, True), want)
+
+
 @pytest.mark.parametrize("isa", USABLE_ISAS)
 @pytest.mark.parametrize("kind", ["blocks", "groups"])
 def test_packed_output_feeds_the_next_call_without_packing(rng, kind, isa):
