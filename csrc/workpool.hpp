@@ -35,7 +35,7 @@ int threads_for_work(double work, int threads, double per_thread = 0.0);
 // thread may or may not pay: whether it does depends on this shared machine's phase (a
 // hand-off costs ~1 us in quiet phases, tens of us in slow ones; benchmarks/README.md,
 // "Threads per call"). pick() gives 0 (the default count) or 1 (the alternative): each
-// until it has 3 timings, then the one with the lower running mean, and every 32nd call
+// until it has 3 timings, then the one with the lower running mean, and every 64th call
 // the other one, so a change of phase is noticed. record() adds a call's time. Safe to
 // share between threads (relaxed atomics: a lost update only delays the choice).
 class ThreadChoice {
