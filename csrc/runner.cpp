@@ -72,8 +72,11 @@ struct PackedLayout {
     }
 };
 
-// Free buffers of one producer call (shared with the buffers it handed out, which may
-// outlive it). Thread-safe.
+// Free buffers of one packed layout, shared by every producer call writing that layout
+// (and by the buffers they handed out, which may outlive them). Last in, first out: the
+// buffer a consumer has just read, still in cache, takes the next output (with a pool per
+// producer, ResNet-56 at batch 8 cycled through 52 buffers of 600 KB and ran slower than
+// with no packing at all). Thread-safe.
 class BufferPool {
 public:
     explicit BufferPool(size_t floats) : floats_(floats) {}
@@ -97,7 +100,7 @@ public:
     }
     void give_back(float* p) {
         std::lock_guard<std::mutex> lk(m_);
-        if (free_.size() < 8) free_.push_back(p); else std::free(p);  // bounded
+        if (free_.size() < 4) free_.push_back(p); else std::free(p);  // bounded
     }
 
 private:
@@ -105,6 +108,27 @@ private:
     std::vector<float*> free_;
     size_t floats_;
 };
+
+
+// The pool of a layout: one per distinct layout alive in the process. Its padding zeros
+// are the layout's own, so buffers never move between layouts.
+std::shared_ptr<BufferPool> pool_for(const PackedLayout& L) {
+    static std::mutex m;
+    static std::vector<std::pair<PackedLayout, std::weak_ptr<BufferPool>>> pools;
+    std::lock_guard<std::mutex> lk(m);
+    std::shared_ptr<BufferPool> p;
+    for (auto it = pools.begin(); it != pools.end();) {
+        std::shared_ptr<BufferPool> q = it->second.lock();
+        if (!q) { it = pools.erase(it); continue; }
+        if (it->first == L && it->first.floats == L.floats) p = q;
+        ++it;
+    }
+    if (!p) {
+        p = std::make_shared<BufferPool>(L.floats);
+        pools.emplace_back(L, p);
+    }
+    return p;
+}
 
 constexpr const char* PACKED_CAPSULE = "kepsparse.PackedBuffer";
 
@@ -181,7 +205,7 @@ public:
         if (!in || in->N != args_.N || in->C != O_ || in->H != args_.Ho || in->W != args_.Wo)
             return false;
         out_layout_ = *in;
-        pool_ = std::make_shared<BufferPool>(in->floats);
+        pool_ = pool_for(*in);
         return true;
     }
     bool packs_output() const { return out_layout_.has_value(); }
