@@ -132,6 +132,13 @@ std::shared_ptr<BufferPool> pool_for(const PackedLayout& L) {
 
 constexpr const char* PACKED_CAPSULE = "kepsparse.PackedBuffer";
 
+// Largest packed output: about one core's L2 (1 MB on Zen 5). Measured, 1 thread: ResNet-56
+// (0.6 MB buffers at batch 8) 5.4 -> 4.1 ms with packed outputs; ResNet-18 at batch 1
+// (0.9 MB) the same either way; at batch 8 (7 MB) 77-81 -> 84-86 ms, slower: an output that
+// large has left the cache before the next conv reads it, and the one packing pass it
+// saves costs less than the strided epilogue.
+constexpr size_t PACKED_MAX_BYTES = size_t(1) << 20;
+
 // One output: the base object of its NumPy view (a capsule named PACKED_CAPSULE).
 struct PackedBuffer {
     float* data = nullptr;
@@ -199,10 +206,12 @@ public:
 
     // From now on write outputs in consumer's packed input layout (strided views of
     // PackedBuffers). False, changing nothing, when consumer takes no packed input (stride
-    // != 1) or another shape than this call's output.
+    // != 1) or another shape than this call's output, or when the buffer would exceed
+    // PACKED_MAX_BYTES.
     bool pack_output_for(const SpconvCall& consumer) {
         const std::optional<PackedLayout>& in = consumer.in_layout_;
-        if (!in || in->N != args_.N || in->C != O_ || in->H != args_.Ho || in->W != args_.Wo)
+        if (!in || in->N != args_.N || in->C != O_ || in->H != args_.Ho || in->W != args_.Wo ||
+            in->floats * sizeof(float) > PACKED_MAX_BYTES)
             return false;
         out_layout_ = *in;
         pool_ = pool_for(*in);

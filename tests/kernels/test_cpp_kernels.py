@@ -365,6 +365,13 @@ def test_packed_output_feeds_the_next_call_without_packing(rng, kind, isa):
     assert not strided.pack_output_for(consumer) and not strided.packs_output  # other shape
     assert not producer.pack_output_for(strided)  # a stride-2 conv takes no packed input
     assert producer.pack_output_for(consumer) and producer.packs_output
+    # outputs beyond ~1 MB stay plain arrays (runner.cpp, PACKED_MAX_BYTES)
+    f16 = ks.pack(make_kep_weight(rng, 16, 16, 3, 3), "pattern")
+    big_p = bound(f16, (1, 16, 128, 128), 1, 1, (128, 128))
+    big_c = bound(f16, (1, 16, 128, 128), 1, 1, (128, 128))
+    assert not big_p.pack_output_for(big_c) and not big_p.packs_output
+    assert bound(f16, (1, 16, 96, 96), 1, 1, (96, 96)).pack_output_for(
+        bound(f16, (1, 16, 96, 96), 1, 1, (96, 96)))
     for _ in range(3):  # buffers are reused: their padding must stay zero
         x = rng.standard_normal((N, 5, H, W)).astype(np.float32) * 4
         y = producer(x, True)
