@@ -38,8 +38,9 @@ struct F32View {
 };
 
 // h as an F32View when it is a float32 array of exactly this shape whose rows are contiguous
-// (column stride 4 bytes) and whose other strides are non-negative whole floats: a packed
-// output (SpconvCall::pack_output_for) or any C-contiguous array. Otherwise nothing.
+// (column stride 4 bytes) and whose other strides are positive whole floats: a packed
+// output (SpconvCall::pack_output_for) or any C-contiguous array. Otherwise nothing (a
+// broadcast array's zero stride would read as ConvArgs' "contiguous").
 std::optional<F32View> f32_view(py::handle h, const std::array<long, 4>& shape) {
     if (!py::isinstance<py::array>(h)) return std::nullopt;
     const auto a = py::reinterpret_borrow<py::array>(h);
@@ -49,7 +50,9 @@ std::optional<F32View> f32_view(py::handle h, const std::array<long, 4>& shape) 
     const auto fs = [&](int d) { return a.strides(d) / (long)sizeof(float); };
     if (shape[3] > 1 && a.strides(3) != (long)sizeof(float)) return std::nullopt;
     for (int d = 0; d < 3; ++d)
-        if (a.strides(d) < 0 || a.strides(d) % (long)sizeof(float) != 0) return std::nullopt;
+        if ((shape[d] > 1 && a.strides(d) <= 0) || a.strides(d) < 0 ||
+            a.strides(d) % (long)sizeof(float) != 0)
+            return std::nullopt;
     if ((reinterpret_cast<std::uintptr_t>(a.data()) % alignof(float)) != 0) return std::nullopt;
     return F32View{static_cast<const float*>(a.data()), fs(0), fs(1), fs(2)};
 }

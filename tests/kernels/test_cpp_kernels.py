@@ -390,6 +390,12 @@ def test_packed_output_feeds_the_next_call_without_packing(rng, kind, isa):
                                    rtol=1e-5, atol=1e-5)
     # a slice of the view has other strides: read as a plain strided array
     assert not consumer.reads_packed(y[:1])
+    # zero strides (a broadcast array) and a reversed array are copied first
+    row = rng.standard_normal((1, 6, 1, W)).astype(np.float32)
+    xb = np.broadcast_to(row, (N, 6, H, W))
+    np.testing.assert_array_equal(consumer(xb, False), consumer(np.ascontiguousarray(xb), False))
+    np.testing.assert_array_equal(consumer(yc[:, :, ::-1], False),
+                                  consumer(np.ascontiguousarray(yc[:, :, ::-1]), False))
     # an output that overflowed to Inf: the consumer computes nothing
     big = producer(np.full((N, 5, H, W), 3e38, np.float32), False)
     assert np.isinf(big).any()
