@@ -240,8 +240,8 @@ public:
         const std::array<long, 4> xs = x_shape();
         std::optional<F32View> xv = f32_view(x, xs);
         if (!xv) {  // a copy (forcecast): float32, C-contiguous
-            x = carray<float>::ensure(x);
-            if (!x) throw py::error_already_set();
+            x = carray<float>::ensure(x);  // (clears the error on failure)
+            if (!x) throw py::type_error("x cannot be read as a float32 array");
             xv = f32_view(x, xs);
             if (!xv) throw py::value_error("x's shape is not the one this call was bound to");
         }
@@ -261,7 +261,7 @@ public:
             std::optional<F32View> rv = f32_view(*residual, out_shape());
             if (!rv) {
                 r_keep = carray<float>::ensure(*residual);
-                if (!r_keep) throw py::error_already_set();
+                if (!r_keep) throw py::type_error("residual cannot be read as a float32 array");
                 rv = f32_view(r_keep, out_shape());
                 if (!rv) throw py::value_error("residual must have the output's shape (N, O, Ho, Wo)");
             }

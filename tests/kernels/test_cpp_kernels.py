@@ -390,6 +390,10 @@ def test_packed_output_feeds_the_next_call_without_packing(rng, kind, isa):
                                    rtol=1e-5, atol=1e-5)
     # a slice of the view has other strides: read as a plain strided array
     assert not consumer.reads_packed(y[:1])
+    with pytest.raises(TypeError, match="x cannot be read as a float32 array"):
+        consumer("not an array", False)
+    with pytest.raises(TypeError, match="residual cannot be read"):
+        residual(y, False, "not an array")
     # zero strides (a broadcast array) and a reversed array are copied first
     row = rng.standard_normal((1, 6, 1, W)).astype(np.float32)
     xb = np.broadcast_to(row, (N, 6, H, W))
