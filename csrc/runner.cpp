@@ -57,6 +57,17 @@ std::optional<F32View> f32_view(py::handle h, const std::array<long, 4>& shape) 
     return F32View{static_cast<const float*>(a.data()), fs(0), fs(1), fs(2)};
 }
 
+// h read in place (f32_view), or else through a float32 C-contiguous copy kept in `keep`.
+// TypeError when h cannot be read as float32, ValueError (`shape_msg`) for another shape.
+F32View view_or_copy(py::handle h, const std::array<long, 4>& shape, py::object& keep,
+                     const char* name, const char* shape_msg) {
+    if (std::optional<F32View> v = f32_view(h, shape)) return *v;
+    keep = carray<float>::ensure(h);  // (clears the error on failure)
+    if (!keep) throw py::type_error(std::string(name) + " cannot be read as a float32 array");
+    if (std::optional<F32View> v = f32_view(keep, shape)) return *v;
+    throw py::value_error(shape_msg);
+}
+
 // ---- packed outputs --------------------------------------------------------------------
 // A call that feeds a stride-1 conv can write its output straight into that conv's packed
 // input layout (SpconvLayout: planes of PS floats, row pitch Wr, data at data_offset(),
@@ -237,38 +248,27 @@ public:
     // the caller runs dense semantics, see kepsparse.conv.run_prepared).
     py::object operator()(py::object x, bool relu, std::optional<py::object> residual) const {
         kepsparse::ConvArgs a = args_;
-        const std::array<long, 4> xs = x_shape();
-        std::optional<F32View> xv = f32_view(x, xs);
-        if (!xv) {  // a copy (forcecast): float32, C-contiguous
-            x = carray<float>::ensure(x);  // (clears the error on failure)
-            if (!x) throw py::type_error("x cannot be read as a float32 array");
-            xv = f32_view(x, xs);
-            if (!xv) throw py::value_error("x's shape is not the one this call was bound to");
-        }
-        const PackedBuffer* xb = in_layout_ ? packed_base(x, *xv) : nullptr;
+        py::object x_keep, r_keep;  // copies, when the operands cannot be read in place
+        const F32View xv = view_or_copy(x, x_shape(), x_keep, "x",
+                                        "x's shape is not the one this call was bound to");
+        const PackedBuffer* xb = in_layout_ && !x_keep ? packed_base(x, xv) : nullptr;
         if (xb && takes(*xb)) {
             if (xb->nonfinite) return py::none();  // dense semantics (see above)
             a.x_packed = true;
         }
-        a.x = xv->p;
-        a.x_img = xv->img;
-        a.x_plane = xv->plane;
-        a.x_row = xv->row;
+        a.x = xv.p;
+        a.x_img = xv.img;
+        a.x_plane = xv.plane;
+        a.x_row = xv.row;
         a.bias = bias_.empty() ? nullptr : bias_.data();
         a.relu = relu;
-        py::object r_keep;
         if (residual && !residual->is_none()) {
-            std::optional<F32View> rv = f32_view(*residual, out_shape());
-            if (!rv) {
-                r_keep = carray<float>::ensure(*residual);
-                if (!r_keep) throw py::type_error("residual cannot be read as a float32 array");
-                rv = f32_view(r_keep, out_shape());
-                if (!rv) throw py::value_error("residual must have the output's shape (N, O, Ho, Wo)");
-            }
-            a.residual = rv->p;
-            a.r_img = rv->img;
-            a.r_plane = rv->plane;
-            a.r_row = rv->row;
+            const F32View rv = view_or_copy(*residual, out_shape(), r_keep, "residual",
+                                            "residual must have the output's shape (N, O, Ho, Wo)");
+            a.residual = rv.p;
+            a.r_img = rv.img;
+            a.r_plane = rv.plane;
+            a.r_row = rv.row;
         }
         py::object y;
         std::unique_ptr<PackedBuffer> out;

@@ -364,8 +364,9 @@ bool spconv_execute(const SpconvLayout& L, const ConvArgs& a, bool check_finite)
     const SpconvIsa& isa = *L.isa;
     const long O = L.ctx.O, Ho = L.ctx.Ho, Wo = L.ctx.Wo;
     // strides in floats; 0: contiguous NCHW
-    const long x_row = a.x_row ? a.x_row : W, x_plane = a.x_plane ? a.x_plane : H * W,
-               x_img = a.x_img ? a.x_img : C * H * W;
+    auto or_default = [](long stride, long contiguous) { return stride ? stride : contiguous; };
+    const long x_row = or_default(a.x_row, W), x_plane = or_default(a.x_plane, H * W),
+               x_img = or_default(a.x_img, C * H * W);
 
     thread_local Scratch xs;
     SpconvCtx c = L.ctx;
@@ -376,12 +377,12 @@ bool spconv_execute(const SpconvLayout& L, const ConvArgs& a, bool check_finite)
     c.bias = a.bias;
     c.res = a.residual;
     c.relu = a.relu;
-    c.y_row = a.y_row ? a.y_row : Wo;
-    c.y_plane = a.y_plane ? a.y_plane : Ho * Wo;
-    c.y_img = a.y_img ? a.y_img : O * Ho * Wo;
-    c.r_row = a.r_row ? a.r_row : Wo;
-    c.r_plane = a.r_plane ? a.r_plane : Ho * Wo;
-    c.r_img = a.r_img ? a.r_img : O * Ho * Wo;
+    c.y_row = or_default(a.y_row, Wo);
+    c.y_plane = or_default(a.y_plane, Ho * Wo);
+    c.y_img = or_default(a.y_img, O * Ho * Wo);
+    c.r_row = or_default(a.r_row, Wo);
+    c.r_plane = or_default(a.r_plane, Ho * Wo);
+    c.r_img = or_default(a.r_img, O * Ho * Wo);
     c.y_nonfinite = a.y_nonfinite;
 
     // tile buffers, one per pool slot, kept across calls by the calling thread
