@@ -28,8 +28,15 @@ GEOMETRIES += [dict(kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 0, 1], dila
 @pytest.mark.parametrize("a", GEOMETRIES, ids=lambda a: str(sorted(a.items())).replace(" ", ""))
 def test_cpp_max_pool_equals_numpy(a):
     rng = np.random.default_rng(0)
-    for shape in [(2, 3, 9, 11), (1, 2, 1, 5), (1, 1, 7, 1)]:
+    # 70 and 37 columns: the vector loops (16 and 8 lanes) and their tails
+    for shape, bad in itertools.product([(2, 3, 9, 11), (1, 2, 1, 5), (1, 1, 7, 1),
+                                         (1, 2, 6, 70), (1, 1, 5, 37)], (False, True)):
         x = rng.standard_normal(shape).astype(np.float32)
+        if bad:  # NaN and infinities where vector lanes, tails and borders read them
+            flat = x.reshape(-1)
+            for i, v in zip(rng.choice(flat.size, min(6, flat.size), replace=False),
+                            (np.nan, np.inf, -np.inf, np.nan, np.inf, np.nan)):
+                flat[i] = v
         try:
             expected = _numpy_max_pool(a, x)
         except ValueError:
