@@ -1,7 +1,6 @@
 #include "pool2d.hpp"
 
 #include <algorithm>
-#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -16,42 +15,60 @@ namespace {
 // the loops below GCC turns it into two compares and a blend per vector.
 inline float nanmax(float m, float v) { return (v > m || v != v) ? v : m; }
 
-// The passes are separable: a window's max is the max over its columns of the max over its
-// rows. Both passes are plain loops over contiguous (or stride-2) floats, compiled per ISA
-// by target_clones (run-time dispatch, baseline wheel): 16 lanes on AVX-512, where the
-// former 4-lane SSE2 loop over every tap took 196 us for ResNet-18's stem pooling.
+// The window geometry of a call (see pool2d.hpp); Wp: padded row length, [c0, c1): its
+// data columns.
+struct PoolGeom {
+    long H, W, Ho, Wo, Wp, c0, c1;
+    int kh, kw, sh, sw, pt, pl, dh, dw;
+};
 
-// t[q] = nanmax(t[q], r[q]) for q < n: one more window row into the column maxima
+// One plane, separably: a window's max is the max over its columns of the max over its
+// rows. t (Wp floats, -inf outside [c0, c1)) takes an output row's column maxima, then the
+// row's outputs take the max of kw of them. The inner loops run over contiguous (or
+// stride-2) floats; the function is compiled per ISA by target_clones (run-time dispatch,
+// baseline wheel), 16 lanes on AVX-512. One call per plane: per-row calls of the same loops
+// spent most of their time entering and leaving them.
 __attribute__((target_clones("avx512f", "avx2", "default")))
-void max_rows_into(float* __restrict t, const float* __restrict r, long n) {
-    for (long q = 0; q < n; ++q) t[q] = nanmax(t[q], r[q]);
-}
-
-// y[ow] = max over the kw taps j of t[ow*2 + j*dw], for ow < Wo (stride 2)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void max_cols_s2(float* __restrict y, const float* __restrict t, long Wo, int kw, int dw) {
-    for (long ow = 0; ow < Wo; ++ow) y[ow] = t[2 * ow];
-    for (int j = 1; j < kw; ++j) {
-        const float* tj = t + (long)j * dw;
-        for (long ow = 0; ow < Wo; ++ow) y[ow] = nanmax(y[ow], tj[2 * ow]);
-    }
-}
-
-// the same at stride 1, and at any stride s (not vectorized: rare)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void max_cols_s1(float* __restrict y, const float* __restrict t, long Wo, int kw, int dw) {
-    for (long ow = 0; ow < Wo; ++ow) y[ow] = t[ow];
-    for (int j = 1; j < kw; ++j) {
-        const float* tj = t + (long)j * dw;
-        for (long ow = 0; ow < Wo; ++ow) y[ow] = nanmax(y[ow], tj[ow]);
-    }
-}
-
-void max_cols(float* y, const float* t, long Wo, int kw, int dw, int s) {
-    for (long ow = 0; ow < Wo; ++ow) {
-        float m = t[ow * s];
-        for (int j = 1; j < kw; ++j) m = nanmax(m, t[ow * s + (long)j * dw]);
-        y[ow] = m;
+void max_pool_plane(const float* __restrict xp, float* __restrict yp, float* __restrict t,
+                    const PoolGeom& g) {
+    const float lowest = -std::numeric_limits<float>::infinity();
+    const long n = g.c1 - g.c0;
+    float* __restrict td = t + g.c0;
+    for (long oh = 0; oh < g.Ho; ++oh) {
+        bool first = true;
+        for (int i = 0; i < g.kh; ++i) {
+            const long ih = oh * g.sh - g.pt + (long)i * g.dh;
+            if (ih < 0 || ih >= g.H) continue;
+            const float* __restrict xr = xp + ih * g.W + (g.c0 - g.pl);
+            if (first)
+                for (long q = 0; q < n; ++q) td[q] = xr[q];
+            else
+                for (long q = 0; q < n; ++q) td[q] = nanmax(td[q], xr[q]);
+            first = false;
+        }
+        if (first)  // no window row inside x: every window of the row is empty
+            for (long q = 0; q < n; ++q) td[q] = lowest;
+        float* __restrict yr = yp + oh * g.Wo;
+        const long Wo = g.Wo;
+        if (g.sw == 2) {
+            for (long ow = 0; ow < Wo; ++ow) yr[ow] = t[2 * ow];
+            for (int j = 1; j < g.kw; ++j) {
+                const float* tj = t + (long)j * g.dw;
+                for (long ow = 0; ow < Wo; ++ow) yr[ow] = nanmax(yr[ow], tj[2 * ow]);
+            }
+        } else if (g.sw == 1) {
+            for (long ow = 0; ow < Wo; ++ow) yr[ow] = t[ow];
+            for (int j = 1; j < g.kw; ++j) {
+                const float* tj = t + (long)j * g.dw;
+                for (long ow = 0; ow < Wo; ++ow) yr[ow] = nanmax(yr[ow], tj[ow]);
+            }
+        } else {
+            for (long ow = 0; ow < Wo; ++ow) {
+                float m = t[ow * g.sw];
+                for (int j = 1; j < g.kw; ++j) m = nanmax(m, t[ow * g.sw + (long)j * g.dw]);
+                yr[ow] = m;
+            }
+        }
     }
 }
 
@@ -60,39 +77,20 @@ void max_cols(float* y, const float* t, long Wo, int kw, int dw, int s) {
 void max_pool2d_f32(const float* x, long planes, long H, long W, float* y, long Ho, long Wo,
                     int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw, int threads) {
     const float lowest = -std::numeric_limits<float>::infinity();
-    // one padded row per pool slot: column q holds the max over the output row's window
-    // rows of x[..][q - pl]; -inf outside the data (set once, never written)
-    const long Wp = (Wo - 1) * sw + (long)(kw - 1) * dw + 1;
-    const long c0 = pl < Wp ? pl : Wp, c1 = pl + W < Wp ? pl + W : Wp;  // data columns
+    PoolGeom g{H, W, Ho, Wo, 0, 0, 0, kh, kw, sh, sw, pt, pl, dh, dw};
+    g.Wp = (Wo - 1) * sw + (long)(kw - 1) * dw + 1;
+    g.c0 = std::min<long>(pl, g.Wp);
+    g.c1 = std::max(g.c0, std::min<long>(pl + W, g.Wp));
     // work in the conv's units (~0.02 ns each on one Zen 5 core): a window tap here costs
     // about 10 (ResNet-18's stem pooling: 1.8 M taps in 0.37 ms with the former loop)
     const int nt = threads_for_work(10.0 * planes * Ho * Wo * kh * kw, threads);
     const long items = std::min<long>(planes, 4L * nt);
+    // one padded row per pool slot, -inf outside the data columns (never written there);
     // allocated here: the items must not throw
-    std::vector<std::vector<float>> rows(nt, std::vector<float>((size_t)Wp, lowest));
+    std::vector<std::vector<float>> rows(nt, std::vector<float>((size_t)g.Wp, lowest));
     pool_run(items, nt - 1, [&](long item, int slot) {
-        float* t = rows[slot].data();
-        for (long p = planes * item / items; p < planes * (item + 1) / items; ++p) {
-            const float* xp = x + p * H * W;
-            float* yp = y + p * Ho * Wo;
-            for (long oh = 0; oh < Ho; ++oh) {
-                bool first = true;
-                for (int i = 0; i < kh; ++i) {
-                    const long ih = oh * sh - pt + (long)i * dh;
-                    if (ih < 0 || ih >= H || c1 <= c0) continue;
-                    const float* xr = xp + ih * W + (c0 - pl);
-                    if (first) std::memcpy(t + c0, xr, sizeof(float) * (c1 - c0));
-                    else max_rows_into(t + c0, xr, c1 - c0);
-                    first = false;
-                }
-                if (first)  // no window row inside x: every window is empty
-                    std::fill(t + c0, t + c1, lowest);
-                float* yr = yp + oh * Wo;
-                if (sw == 2) max_cols_s2(yr, t, Wo, kw, dw);
-                else if (sw == 1) max_cols_s1(yr, t, Wo, kw, dw);
-                else max_cols(yr, t, Wo, kw, dw, sw);
-            }
-        }
+        for (long p = planes * item / items; p < planes * (item + 1) / items; ++p)
+            max_pool_plane(x + p * H * W, y + p * Ho * Wo, rows[slot].data(), g);
     });
 }
 
