@@ -1,5 +1,6 @@
 """MaxPool: the C++ loop (float32) against the NumPy path and torch, over geometries with
-padding, ceil mode, dilation and strides, and with NaN/-inf inputs."""
+padding, ceil mode, dilation and strides, and with NaN/-inf inputs; GlobalAveragePool against
+x.mean."""
 from __future__ import annotations
 
 import itertools
@@ -72,3 +73,14 @@ def test_threaded_max_pool_is_identical(threads):
     a = dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
     y = ops.max_pool(a, [x], threads=threads)
     np.testing.assert_array_equal(y, _numpy_max_pool(a, x))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("shape", [(1, 64, 8, 8), (3, 7, 13, 1), (2, 3, 100, 90), (2, 4, 5)])
+def test_global_average_pool_gives_the_bits_of_mean(dtype, shape):
+    """GlobalAveragePool's sum-then-divide equals x.mean bit for bit (and keeps the dtype)."""
+    x = (np.random.default_rng(3).standard_normal(shape) * 10).astype(dtype)
+    y = ops.global_average_pool({}, [x])
+    expected = x.mean(axis=tuple(range(2, x.ndim)), keepdims=True).astype(dtype)
+    assert y.dtype == dtype and y.shape == expected.shape
+    np.testing.assert_array_equal(y, expected)
