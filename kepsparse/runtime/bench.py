@@ -105,6 +105,8 @@ def bench_model(model: str = "resnet18", sparsity: float = 0.85, size: int | Non
     size = size or NETS[model][1]
     shape = (3, size, size)
     tag = f"{model}_s{int(round(sparsity * 100))}_{size}px_t{threads}"
+    if (keep, n_patterns) != (2, 8):  # the files of the default masks keep their names
+        tag += f"_k{keep}p{n_patterns}"
     onnx_path, kep_path = out / f"{tag}.onnx", out / f"{tag}.kep"
     args = dict(model=model, sparsity=sparsity, size=size, batches=list(batches),
                 threads=threads, repeats=repeats, warmup=warmup, onnx_path=str(onnx_path),
@@ -181,6 +183,7 @@ def bench_model(model: str = "resnet18", sparsity: float = 0.85, size: int | Non
     except OSError:
         load_avg = None
     doc = {"model": model, "input_shape": list(shape), "sparsity_target": sparsity,
+           "kep_masks": {"keep_per_pattern": keep, "patterns": n_patterns},
            "achieved_sparsity": {k: round(float(v), 4) for k, v in achieved.items()},
            "threads": threads, "repeats": repeats, "backend": backend, "tuned": tune,
            "flops_dense": tp["flops_dense"], "flops_nonzero": tp["flops_nonzero"],
@@ -205,7 +208,9 @@ def table(doc) -> None:
     from rich.console import Console
     from rich.table import Table
     t = Table(title=f"{doc['model']} {'x'.join(map(str, doc['input_shape']))}, "
-                    f"{doc['sparsity_target']:.0%} KEP, {doc['threads']} threads")
+                    f"{doc['sparsity_target']:.0%} KEP"
+                    + (" (patterns keep {keep_per_pattern})".format(**doc["kep_masks"])
+                       if "kep_masks" in doc else "") + f", {doc['threads']} threads")
     for col in ("batch", "engine", "median ms", "p90 ms", "min ms", "speedup (median)",
                 "match ORT"):
         t.add_column(col, justify="right" if col != "engine" else "left")

@@ -99,7 +99,8 @@ def cmd_bench_model(args) -> int:
     doc = bench_model(model=args.model, sparsity=args.sparsity, size=args.size,
                       batches=tuple(int(b) for b in args.batch.split(",")),
                       threads=args.threads, repeats=args.repeats, out_dir=args.out,
-                      tune=not args.no_tune, backend=args.backend)
+                      tune=not args.no_tune, backend=args.backend, keep=args.keep,
+                      n_patterns=args.patterns)
     table(doc)
     print(f"wrote {Path(args.out) / Path(doc['kep_file']).stem}.json and .png")
     return 0 if all(r["outputs_match"] for r in doc["results"]) else 1
@@ -143,5 +144,9 @@ def register(sub) -> None:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--backend", default="auto")
     p.add_argument("--no-tune", action="store_true", help="skip the per-layer measurement")
+    p.add_argument("--keep", type=int, default=2,
+                   help="positions each KEP pattern keeps (at least what the sparsity needs; "
+                        "default 2; the layer benchmark's 'kep' structure keeps 4)")
+    p.add_argument("--patterns", type=int, default=8, help="patterns per layer (default 8)")
     p.add_argument("--out", default="benchmarks/results/e2e", help="folder for .json/.png/.kep")
     p.set_defaults(func=cmd_bench_model)
