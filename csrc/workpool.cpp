@@ -84,11 +84,13 @@ class Pool {
 
     void loop(int slot, uint64_t seen) {
         for (;;) {
-            // wait for a new job: spin for spin_time(), then sleep
+            // wait for a new job: spin for spin_time(), then sleep. The job is looked for
+            // after every pause (~24 ns on Zen 5; after every 64, a helper came ~0.8 us late
+            // on average, a tenth of a small layer), the clock after every 64.
             const auto until = std::chrono::steady_clock::now() + spin_time();
-            while (gen_.load(std::memory_order_acquire) == seen &&
-                   std::chrono::steady_clock::now() < until) {
-                for (int k = 0; k < 64; ++k) KEPSPARSE_PAUSE();
+            for (unsigned k = 1; gen_.load(std::memory_order_acquire) == seen; ++k) {
+                KEPSPARSE_PAUSE();
+                if (k % 64 == 0 && std::chrono::steady_clock::now() >= until) break;
             }
             std::unique_lock<std::mutex> lk(m_);
             if (gen_.load(std::memory_order_relaxed) == seen) {
