@@ -4,7 +4,6 @@
 #include <limits>
 #include <vector>
 
-
 #include "workpool.hpp"
 
 namespace kepsparse {
@@ -38,7 +37,7 @@ void max_pool_plane(const float* __restrict xp, float* __restrict yp, float* __r
         bool first = true;
         for (int i = 0; i < g.kh; ++i) {
             const long ih = oh * g.sh - g.pt + (long)i * g.dh;
-            if (ih < 0 || ih >= g.H) continue;
+            if (ih < 0 || ih >= g.H || n <= 0) continue;
             const float* __restrict xr = xp + ih * g.W + (g.c0 - g.pl);
             if (first)
                 for (long q = 0; q < n; ++q) td[q] = xr[q];
@@ -46,7 +45,7 @@ void max_pool_plane(const float* __restrict xp, float* __restrict yp, float* __r
                 for (long q = 0; q < n; ++q) td[q] = nanmax(td[q], xr[q]);
             first = false;
         }
-        if (first)  // no window row inside x: every window of the row is empty
+        if (first)  // no window row inside x (or no data column): the column maxima are -inf
             for (long q = 0; q < n; ++q) td[q] = lowest;
         float* __restrict yr = yp + oh * g.Wo;
         const long Wo = g.Wo;

@@ -163,8 +163,9 @@ def run_conv(fmt: SparseFormat, x: np.ndarray, bias, geometry: ConvGeometry, bac
     cache = fmt.__dict__.setdefault("_bound", {})
     call = cache.get(key)
     if call is None:
-        while len(cache) >= BOUND_PER_FORMAT:
-            cache.pop(next(iter(cache)))
+        excess = len(cache) + 1 - BOUND_PER_FORMAT
+        for old in list(cache)[:max(excess, 0)]:  # the oldest first
+            cache.pop(old, None)  # (None: another Python thread may have dropped it)
         call = cache[key] = bind_prepared(kernel, prepared_for(fmt, kernel), fmt, x.shape,
                                           bias, geometry, threads)
     return call(x, relu)
