@@ -414,16 +414,24 @@ bool spconv_execute(const SpconvLayout& L, const ConvArgs& a, bool check_finite)
 
     const long nchunks = sp.nchunks, ntiles = L.ntiles, nblocks = L.nblocks;
     const bool groups = L.gp != nullptr;
-    pool_run(sp.items, sp.nt - 1, [&](long it, int slot) {
-        const long chunk = it % nchunks;
-        const long nt_idx = it / nchunks;
-        const long n = nt_idx / ntiles, tile = nt_idx % ntiles;
-        if (groups) {
-            isa.process_grp(c, n, tile, chunk, bufs[slot]->p);
-            return;
+    // Items (tile x chunk) go to the threads in runs of consecutive ones, 8 runs per thread:
+    // one item at a time, the threads alternated between neighbouring tiles, which share
+    // the cache lines at their output boundaries and their input rows (ResNet-18's stem at
+    // 2 threads: 914-951 us in single items, 564-687 in runs; 1 thread ~1.09 ms either way).
+    const long items = sp.items;
+    const long runs = std::min<long>(items, 8L * sp.nt);
+    pool_run(runs, sp.nt - 1, [&](long run, int slot) {
+        for (long it = items * run / runs; it < items * (run + 1) / runs; ++it) {
+            const long chunk = it % nchunks;
+            const long nt_idx = it / nchunks;
+            const long n = nt_idx / ntiles, tile = nt_idx % ntiles;
+            if (groups) {
+                isa.process_grp(c, n, tile, chunk, bufs[slot]->p);
+                continue;
+            }
+            const long b0 = nblocks * chunk / nchunks, b1 = nblocks * (chunk + 1) / nchunks;
+            isa.process(c, n, tile, b0, b1, bufs[slot]->p);
         }
-        const long b0 = nblocks * chunk / nchunks, b1 = nblocks * (chunk + 1) / nchunks;
-        isa.process(c, n, tile, b0, b1, bufs[slot]->p);
     });
     if (L.split[0].nt != L.split[1].nt)
         L.choice.record(pick, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
