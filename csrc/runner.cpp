@@ -28,8 +28,6 @@ namespace {
 
 template <typename T>
 using carray = py::array_t<T, py::array::c_style | py::array::forcecast>;
-// exactly float32 and C-contiguous: what the kernels take without a copy
-using f32c_array = py::array_t<float, py::array::c_style>;
 
 // A float32 4-D array read in place: its first data float and strides in floats.
 struct F32View {
@@ -122,7 +120,6 @@ private:
     std::vector<float*> free_;
     size_t floats_;
 };
-
 
 // The pool of a layout: one per distinct layout alive in the process. Its padding zeros
 // are the layout's own, so buffers never move between layouts.
