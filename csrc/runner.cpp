@@ -8,6 +8,7 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -358,14 +359,16 @@ public:
         }
     }
 
-    // Runs every step; slots must hold at least every index the steps name.
-    void run(py::list slots) const {
+    // Runs every step; slots must hold at least every index the steps name. With
+    // step_seconds (a list), appends each step's wall time in seconds, in step order.
+    void run(py::list slots, std::optional<py::list> step_seconds) const {
         const long n = (long)slots.size();
         auto slot = [&](long i) -> long {
             if (i < 0 || i >= n) throw py::index_error("step slot out of range");
             return i;
         };
         for (const Step& s : steps_) {
+            const auto t0 = std::chrono::steady_clock::now();
             py::object y;
             if (s.call) {
                 const py::object x = slots[slot(s.in[0])];
@@ -390,6 +393,9 @@ public:
             }
             slots[slot(s.out)] = y;
             for (long d : s.dead) slots[slot(d)] = py::none();
+            if (step_seconds)
+                step_seconds->append(std::chrono::duration<double>(
+                    std::chrono::steady_clock::now() - t0).count());
         }
     }
 
@@ -451,7 +457,8 @@ void register_runner(py::module_& m) {
     py::class_<StepRunner>(m, "StepRunner",
         "A compiled graph's steps run in C++ (see csrc/runner.cpp and engine.py)")
         .def(py::init<const py::list&>(), py::arg("steps"))
-        .def("run", &StepRunner::run, py::arg("slots"))
+        .def("run", &StepRunner::run, py::arg("slots"), py::arg("step_seconds") = py::none(),
+             "Runs the steps on slots; step_seconds (a list): each step's seconds appended")
         .def_property_readonly("steps", &StepRunner::size)
         .def_property_readonly("native_steps", &StepRunner::native_steps);
 }

@@ -64,7 +64,8 @@ class StepRunner:
     steps: (fn, input slots, output slot, dead slots, conv or None) per step, conv being
     (SpconvCall, x shape, output shape, relu)."""
     def __init__(self, steps: list) -> None: ...
-    def run(self, slots: list) -> None: ...
+    def run(self, slots: list, step_seconds: list | None = None) -> None:
+        """Runs the steps on slots; with step_seconds, appends each step's seconds."""
     @property
     def steps(self) -> int: ...
     @property

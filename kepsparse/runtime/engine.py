@@ -314,13 +314,12 @@ class GraphModel(SparseModel):
         env.update(given)
         steps = self._compiled(backend, threads)
         native_key = None
-        if (self.native_steps and capture is None and timings is None
-                and _StepRunner is not None):
+        if self.native_steps and capture is None and _StepRunner is not None:
             native_key = (backend, threads, self.fuse_epilogues,
                           tuple((k, v.shape) for k, v in given.items()))
             native = self._native.get(native_key)
             if native is not None:
-                return self._run_native(native, env)
+                return self._run_native(native, env, timings)
         for node, fn, inputs, output, dead in steps:
             xs = [env[t] if t else None for t in inputs]
             if timings is not None:
@@ -371,7 +370,7 @@ class GraphModel(SparseModel):
             rows.append((_located(node, fn), [slots[t] if t else -1 for t in inputs],
                          slots[output], [slots[t] for t in dead], conv))
         self._pack_outputs(steps, rows, {slots[o] for o in self.graph.outputs})
-        return slots, _StepRunner(rows)
+        return slots, _StepRunner(rows), [node.name for node, *_ in steps]
 
     @staticmethod
     def _pack_outputs(steps, rows, output_slots) -> None:
@@ -397,13 +396,19 @@ class GraphModel(SparseModel):
                 if k == 0 and rows[j][4] is not None and conv[0].pack_output_for(rows[j][4][0]):
                     break
 
-    def _run_native(self, native, env):
-        slots, runner = native
+    def _run_native(self, native, env, timings: dict | None = None):
+        slots, runner, names = native
         values = [None] * len(slots)
         for name, v in env.items():
             if name in slots:
                 values[slots[name]] = v
-        runner.run(values)
+        if timings is None:
+            runner.run(values)
+        else:
+            seconds: list[float] = []
+            runner.run(values, seconds)
+            for name, sec in zip(names, seconds):
+                timings[name] = timings.get(name, 0.0) + sec
         outs = tuple(values[slots[o]] for o in self.graph.outputs)
         return outs[0] if len(outs) == 1 else outs
 
@@ -445,6 +450,11 @@ class GraphModel(SparseModel):
             return (self._conv_step(a, impl, a.get("act", "none")) if node.op == "SparseConv"
                     else self._conv_add_step(a, impl))
         func = FUNCS[node.op]
+        consts = self.graph.constants
+        if node.op in ("Slice", "Pad") and all(not t or t in consts for t in node.inputs[1:]):
+            bound = ops.bind_constant_operands(
+                node.op, a, [None, *(consts[t] if t else None for t in node.inputs[1:])])
+            return lambda xs, capture: bound(xs[0])
         if node.op == "MaxPool":  # the C++ loop splits planes over threads
             return lambda xs, capture: func(a, xs, reuse, threads=threads)
         step = lambda xs, capture: func(a, xs, reuse)  # noqa: E731

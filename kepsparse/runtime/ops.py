@@ -160,37 +160,62 @@ def identity(a, xs, reuse=False):
     return xs[0]
 
 
-def pad(a, xs, reuse=False):
-    x, pads = xs[0], [int(v) for v in np.asarray(xs[1]).reshape(-1)]
-    value = xs[2] if len(xs) > 2 and xs[2] is not None else None
-    axes = xs[3] if len(xs) > 3 and xs[3] is not None else None
-    r = x.ndim
-    axes = list(range(r)) if axes is None else [int(v) % r for v in np.asarray(axes).reshape(-1)]
+def _ints(v) -> list[int]:
+    """A 0-D/1-D integer tensor input (pads, starts, axes, ...) as Python ints."""
+    return list(map(int, np.asarray(v).reshape(-1).tolist()))
+
+
+def _pad_plan(shape, pads, axes):
+    """Pad's index work for an input of ``shape``: (crop, out_shape, middle) where crop is
+    the index of the negative pads' cut (None: none) and middle the input's place in the
+    output."""
+    r = len(shape)
+    axes = list(range(r)) if axes is None else [v % r for v in axes]
     if len(pads) != 2 * len(axes):
         raise ValueError(f"pads has {len(pads)} entries for {len(axes)} axes")
     before, after = [0] * r, [0] * r
     for i, ax in enumerate(axes):
         before[ax], after[ax] = pads[i], pads[i + len(axes)]
-    # negative pads crop first
-    x = x[tuple(slice(max(-b, 0), x.shape[d] - max(-e, 0)) for d, (b, e) in
-                enumerate(zip(before, after)))]
+    crop = None
+    if min(before + after) < 0:  # negative pads crop first
+        crop = tuple(slice(max(-b, 0), shape[d] - max(-e, 0))
+                     for d, (b, e) in enumerate(zip(before, after)))
+        shape = tuple(max(0, min(d, c.stop) - c.start) for d, c in zip(shape, crop))
     width = [(max(b, 0), max(e, 0)) for b, e in zip(before, after)]
-    out = 1
-    for d, (b, e) in zip(x.shape, width):
-        out *= d + b + e
-    if out > MAX_TENSOR_ELEMENTS:  # before np.pad allocates it
-        raise ValueError(f"the padded output would have {out:,} elements, more than "
-                         f"{MAX_TENSOR_ELEMENTS:,} (pads {pads})")
+    out_shape = tuple(d + b + e for d, (b, e) in zip(shape, width))
+    if math.prod(out_shape) > MAX_TENSOR_ELEMENTS:  # before anything allocates it
+        raise ValueError(f"the padded output would have {math.prod(out_shape):,} elements, "
+                         f"more than {MAX_TENSOR_ELEMENTS:,} (pads {pads})")
+    middle = tuple(slice(b, b + d) for d, (b, _) in zip(shape, width))
+    return crop, out_shape, middle, width
+
+
+def _pad_with(a, x, plan, value):
+    crop, out_shape, middle, width = plan
+    if crop is not None:
+        x = x[crop]
     mode = a.get("mode", "constant")
     if mode == "constant":
-        cv = 0 if value is None else np.asarray(value).reshape(-1)[0] if np.size(value) else 0
         # one fill and one copy into the middle (np.pad's general path took ~40 us on a
-        # ResNet-56 shortcut's 16x16 planes)
-        y = np.full(tuple(d + b + e for d, (b, e) in zip(x.shape, width)),
-                    np.asarray(cv).astype(x.dtype), dtype=x.dtype)
-        y[tuple(slice(b, b + d) for d, (b, _) in zip(x.shape, width))] = x
+        # ResNet-56 shortcut's 16x16 planes); zeros come from calloc, without a fill pass
+        if value is None:
+            y = np.zeros(out_shape, x.dtype)
+        else:  # (a given 0 may be -0.0)
+            cv = np.asarray(value).reshape(-1)[0] if np.size(value) else 0
+            y = np.full(out_shape, np.asarray(cv).astype(x.dtype), dtype=x.dtype)
+        y[middle] = x
         return y
     return np.pad(x, width, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode])
+
+
+def _optional(xs, i):
+    return xs[i] if len(xs) > i and xs[i] is not None else None
+
+
+def pad(a, xs, reuse=False):
+    axes = _optional(xs, 3)
+    plan = _pad_plan(xs[0].shape, _ints(xs[1]), None if axes is None else _ints(axes))
+    return _pad_with(a, xs[0], plan, _optional(xs, 2))
 
 
 def global_average_pool(a, xs, reuse=False):
@@ -312,22 +337,19 @@ def average_pool(a, xs, reuse=False):
     return (acc / cnt).astype(x.dtype)
 
 
-def slice_(a, xs, reuse=False):
-    x = xs[0]
-    starts = np.asarray(xs[1]).reshape(-1)
-    ends = np.asarray(xs[2]).reshape(-1)
-    axes = xs[3] if len(xs) > 3 and xs[3] is not None else np.arange(len(starts))
-    steps = xs[4] if len(xs) > 4 and xs[4] is not None else np.ones(len(starts), np.int64)
-    axes, steps = np.asarray(axes).reshape(-1), np.asarray(steps).reshape(-1)
+def _slice_index(shape, starts, ends, axes, steps):
+    """Slice's index of an input of ``shape`` (axes/steps None: the defaults)."""
+    r = len(shape)
+    axes = list(range(len(starts))) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
     if not len(starts) == len(ends) == len(axes) == len(steps):
         raise ValueError("starts, ends, axes and steps must have the same length")
-    index = [slice(None)] * x.ndim
+    index = [slice(None)] * r
     for st, en, ax, sp in zip(starts, ends, axes, steps):
-        ax, dim, st, en, sp = int(ax), 0, int(st), int(en), int(sp)
-        if not -x.ndim <= ax < x.ndim:
-            raise ValueError(f"axis {ax} out of range for rank {x.ndim}")
-        ax %= x.ndim
-        dim = x.shape[ax]
+        if not -r <= ax < r:
+            raise ValueError(f"axis {ax} out of range for rank {r}")
+        ax %= r
+        dim = shape[ax]
         if sp == 0:
             raise ValueError("step 0")
         st = st + dim if st < 0 else st
@@ -338,7 +360,46 @@ def slice_(a, xs, reuse=False):
         else:
             st, en = min(max(st, 0), dim - 1), min(max(en, -1), dim - 1)
             index[ax] = slice(st, None if en < 0 else en, sp)
-    return x[tuple(index)]
+    return tuple(index)
+
+
+def _slice_args(xs):
+    axes, steps = _optional(xs, 3), _optional(xs, 4)
+    return (_ints(xs[1]), _ints(xs[2]), None if axes is None else _ints(axes),
+            None if steps is None else _ints(steps))
+
+
+def slice_(a, xs, reuse=False):
+    return xs[0][_slice_index(xs[0].shape, *_slice_args(xs))]
+
+
+def bind_constant_operands(op: str, a: dict, xs: list):
+    """For a Pad or Slice whose operands after x are graph constants (``xs``: x's place
+    None, then those constants): the step as a function of x that works out the index
+    once per input shape (the ONNX export of a ResNet's shortcut spends more time on that
+    than on the copy). None for any other op. Errors are raised at the call, as the
+    unbound op raises them."""
+    if op == "Slice":
+        args, plan = lambda: _slice_args(xs), _slice_index
+        run = lambda x, p: x[p]  # noqa: E731
+    elif op == "Pad":
+        axes = _optional(xs, 3)
+        args = lambda: (_ints(xs[1]), None if axes is None else _ints(axes))  # noqa: E731
+        plan = _pad_plan
+        value = _optional(xs, 2)
+        run = lambda x, p: _pad_with(a, x, p, value)  # noqa: E731
+    else:
+        return None
+    plans: dict = {}
+
+    def step(x):
+        p = plans.get(x.shape)
+        if p is None:
+            p = plan(x.shape, *args())
+            if len(plans) < 16:  # bounded: a caller may feed many shapes
+                plans[x.shape] = p
+        return run(x, p)
+    return step
 
 
 FUNCS = {

@@ -34,8 +34,9 @@ def test_native_steps_equal_the_python_loop(exported, net):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, *shape)).astype(np.float32)
     y_loop = m(x, threads=2)                      # the Python loop; builds the runner
-    ((key, (slots, runner)),) = m._native.items()
+    ((key, (slots, runner, names)),) = m._native.items()
     steps = m._compiled("auto", 2)
+    assert names == [node.name for node, *_ in steps]
     cpp_convs = sum(1 for node, *_ in steps if "layer" in node.attrs
                     and (impl := m.conv_impl(node.attrs["layer"], "auto", 2)).kernel is not None
                     and impl.kernel.backend == "cpp")
@@ -54,6 +55,36 @@ def test_native_steps_equal_the_python_loop(exported, net):
     np.testing.assert_array_equal(m(x1, threads=2), m(x1, threads=2))
     np.testing.assert_array_equal(m(x1, threads=2), _python_loop(m, x1, threads=2))
     assert len(m._native) == 2 and m._native[key][1] is runner
+
+
+def test_native_steps_time_every_node(exported, monkeypatch):
+    _, kep, shape = exported("resnet56")
+    m = ks.convert(kep)
+    x = np.random.default_rng(3).standard_normal((1, *shape)).astype(np.float32)
+    y = m(x)  # the Python loop; builds the runner
+    (native,) = m._native.values()
+    seconds: list = []
+    calls = []
+    run = m._run_native
+
+    def spy(native, env, timings=None):
+        calls.append(timings is not None)
+        return run(native, env, timings)
+    monkeypatch.setattr(m, "_run_native", spy)
+    t: dict = {}
+    np.testing.assert_array_equal(m(x, timings=t), y)
+    assert calls == [True]  # timed by the C++ loop, not the Python one
+    assert set(t) == set(native[2]) == {node.name for node, *_ in m._compiled("auto", None)}
+    assert len(t) == native[1].steps and all(v > 0 for v in t.values())
+    rows = m.profile(x, repeats=2)
+    assert {r["node"] for r in rows} == set(t) and calls[-1]
+    # the runner's own list: one time per step, appended
+    values = [None] * len(native[0])
+    for name, v in {**m.graph.constants, "x": x}.items():
+        if name in native[0]:
+            values[native[0][name]] = v
+    native[1].run(values, seconds)
+    assert len(seconds) == native[1].steps
 
 
 def test_nan_input_takes_dense_semantics_in_native_steps(exported):
