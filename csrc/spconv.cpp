@@ -290,11 +290,15 @@ SpconvLayout::SpconvLayout(const SpconvPlan* bp, const GroupPlan* gp, const std:
     build_layout(*this, bp, gp, isa, a);
 }
 
-// Packs x (strides in floats: x_img, x_plane, x_row) into xr in L's layout, planes split
-// over nt threads. False when check_finite and a vector packer copied a NaN/Inf (the
-// scalar packer does not look: its caller scans x first).
+// Packs x (strides in floats: x_img, x_plane, x_row) into xr in L's layout. Either planes
+// split over nt threads, or (bands, vector packers only) thread slot k packs rows
+// [bands[k], bands[k+1]) of every channel, rows counted over the images (n*rows + row):
+// the rows its own tiles read first (pool_run_owned). Rows are data rows (stride 1, H per
+// image) or phase-plane rows (column stride 2, Hra per image). False when check_finite
+// and a vector packer copied a NaN/Inf (the scalar packer does not look: its caller scans
+// x first).
 static bool pack_input(const SpconvLayout& L, int nt, const float* x, long x_img, long x_plane,
-                       long x_row, float* xr, bool check_finite) {
+                       long x_row, float* xr, bool check_finite, const long* bands) {
     const long H = L.H, W = L.W, C = L.C, PS = L.PS, Hra = L.Hra, nph = L.nph;
     const long Wr = L.ctx.Wr;
     const int sh = L.sh, sw = L.sw, pt = L.pt, pl = L.pl;
@@ -306,7 +310,7 @@ static bool pack_input(const SpconvLayout& L, int nt, const float* x, long x_img
         if (sw == 1 && sh == 1) {
             return isa.pack_s1(src, x_row, dst, H, W, Wr, pt, pl, PS);  // (spconv_tile.inc)
         } else if (sw == 2) {
-            return isa.pack_sw2(src, x_row, dst, H, W, Wr, Hra, sh, pt, pl, PS);  // even/odd split
+            return isa.pack_sw2(src, x_row, dst, H, W, Wr, Hra, sh, pt, pl, PS, 0, Hra);
         } else {
             // data columns of phase (ra, cb): q in [qlo, qhi) reads source column q*sw + cb - pl
             for (long ra = 0; ra < sh; ++ra)
@@ -338,9 +342,39 @@ static bool pack_input(const SpconvLayout& L, int nt, const float* x, long x_img
         }
     };
 
+    std::atomic<bool> finite{true};
+    if (bands) {
+        // Stride 1: data row h of a plane, with the gap after it, is the packed floats
+        // [start(h), start(h + 1)); start(0) = 0 takes the zero rows above, start(H) = PS
+        // the ones below. So a band of rows is one pack_s1 call per plane.
+        auto start = [&](long h) { return h == 0 ? 0 : h == H ? PS : (pt + h) * Wr + pl; };
+        const long rows = sw == 1 ? H : Hra;
+        pool_run_owned(nt, nt - 1, [&](long k, int) {
+            bool ok = true;
+            for (long n = bands[k] / rows; n < L.N && n * rows < bands[k + 1]; ++n) {
+                const long ha = std::max(bands[k] - n * rows, 0L);
+                const long hb = std::min(bands[k + 1] - n * rows, rows);
+                if (ha >= hb) continue;
+                for (long c = 0; c < C; ++c) {
+                    const float* src = x + n * x_img + c * x_plane;
+                    float* dst = xr + (n * C + c) * PS;
+                    if (sw != 1) {
+                        ok &= isa.pack_sw2(src, x_row, dst, H, W, Wr, Hra, sh, pt, pl, PS, ha, hb);
+                        continue;
+                    }
+                    src += ha * x_row;
+                    dst += start(ha);
+                    const long len = start(hb) - start(ha);
+                    ok &= ha == 0 ? isa.pack_s1(src, x_row, dst, hb, W, Wr, pt, pl, len)
+                                  : isa.pack_s1(src, x_row, dst, hb - ha, W, Wr, 0, 0, len);
+                }
+            }
+            if (!ok) finite.store(false, std::memory_order_relaxed);
+        });
+        return !check_finite || finite.load(std::memory_order_relaxed);
+    }
     const long planes = L.N * C;
     const long pack_items = std::min<long>(planes, 4L * nt);
-    std::atomic<bool> finite{true};
     pool_run(pack_items, nt - 1, [&](long item, int) {
         bool ok = true;
         for (long nc = planes * item / pack_items; nc < planes * (item + 1) / pack_items; ++nc)
@@ -395,7 +429,6 @@ bool spconv_execute(const SpconvLayout& L, const ConvArgs& a, bool check_finite)
     const std::unique_ptr<Scratch>* bufs = tile_bufs.data();
 
     if (!a.x_packed) {
-        float* xr = const_cast<float*>(c.xr);  // this call's own scratch
         // the vector packers check for NaN/Inf as they copy; the scalar one does not
         if (check_finite && !L.vector_pack) {
             if (x_row == W && x_plane == H * W && x_img == C * H * W) {
@@ -408,19 +441,44 @@ bool spconv_execute(const SpconvLayout& L, const ConvArgs& a, bool check_finite)
                             return false;
             }
         }
-        if (!pack_input(L, sp.nt, x, x_img, x_plane, x_row, xr, check_finite)) return false;
-        if (L.slack > 0) std::memset(xr + N * img, 0, sizeof(float) * (L.slack + 64));
     }
-
     const long nchunks = sp.nchunks, ntiles = L.ntiles, nblocks = L.nblocks;
     const bool groups = L.gp != nullptr;
     // Items (tile x chunk) go to the threads in runs of consecutive ones, 8 runs per thread:
     // one item at a time, the threads alternated between neighbouring tiles, which share
     // the cache lines at their output boundaries and their input rows (ResNet-18's stem at
     // 2 threads: 914-951 us in single items, 564-687 in runs; 1 thread ~1.09 ms either way).
+    // Thread slot k owns runs [k*runs/nt, (k+1)*runs/nt) (pool_run_owned): the same pixels
+    // in every call of this shape, and (stride 1) it packs the input rows they read.
     const long items = sp.items;
     const long runs = std::min<long>(items, 8L * sp.nt);
-    pool_run(runs, sp.nt - 1, [&](long run, int slot) {
+    if (!a.x_packed) {
+        float* xr = const_cast<float*>(c.xr);  // this call's own scratch
+        long bands[257];
+        const bool s1 = L.sh == 1 && L.sw == 1;
+        const bool by_rows = sp.nt > 1 && sp.nt < 257 && L.vector_pack;
+        if (by_rows) {
+            // slot k's first item -> its first output row -> the first row it reads: with
+            // stride 1 the data row that output row starts on, with column stride 2 the
+            // phase-plane row of the same number (output row r reads phase rows r, r + 1..)
+            const long Wr = L.ctx.Wr, T = L.ctx.T, head = (long)L.pt * Wr + L.pl;
+            const long rows = s1 ? H : L.Hra;
+            bands[0] = 0;
+            bands[sp.nt] = N * rows;
+            for (int k = 1; k < sp.nt; ++k) {
+                const long it = items * (runs * k / sp.nt) / runs;
+                const long nt_idx = it / nchunks, n = nt_idx / ntiles;
+                const long i0 = (nt_idx % ntiles) * T;
+                const long r = s1 ? (i0 - head + Wr - 1) / Wr : i0 / Wr;
+                bands[k] = std::max(bands[k - 1], n * rows + std::min(rows, std::max(0L, r)));
+            }
+        }
+        if (!pack_input(L, sp.nt, x, x_img, x_plane, x_row, xr, check_finite,
+                        by_rows ? bands : nullptr))
+            return false;
+        if (L.slack > 0) std::memset(xr + N * img, 0, sizeof(float) * (L.slack + 64));
+    }
+    pool_run_owned(runs, sp.nt - 1, [&](long run, int slot) {
         for (long it = items * run / runs; it < items * (run + 1) / runs; ++it) {
             const long chunk = it % nchunks;
             const long nt_idx = it / nchunks;

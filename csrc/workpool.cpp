@@ -34,25 +34,28 @@ std::chrono::microseconds spin_time() {
 
 // Protocol (one job at a time, call_m_):
 //  - publish: under m_, the caller waits until no helper is registered (active_ == 0),
-//    writes fn_/total_, resets next_ and bumps gen_; sleeping helpers are woken.
+//    writes fn_ and the claim ranges (range_, parts_), and bumps gen_; sleeping helpers
+//    are woken.
 //  - a helper that sees a new gen_ registers under m_ (active_++, only if gen_ is still the
-//    one it saw), then claims items with an atomic fetch_add on next_ (no lock per item)
-//    and deregisters (active_--, no lock). Since publishing waits for active_ == 0 under
-//    the same lock registration takes, a registered helper's fn_/total_/next_ are its job's.
+//    one it saw), then claims items with atomic fetch_adds on the range counters (no lock
+//    per item) and deregisters (active_--, no lock). Since publishing waits for
+//    active_ == 0 under the same lock registration takes, a registered helper's fn_ and
+//    ranges are its job's.
 //  - the caller claims items the same way, then waits (spinning, then yielding) only for
 //    items helpers have already claimed. A helper that registers late finds no item left
 //    and never calls fn.
-// active_ and next_ use sequentially consistent operations: a helper's registration comes
-// before its claims, and the caller's last claim before its check of active_, in one total
-// order; so a helper holding an item is always seen by the caller's final wait.
+// active_ and the claims use sequentially consistent operations: a helper's registration
+// comes before its claims, and the caller's last claim before its check of active_, in one
+// total order; so a helper holding an item is always seen by the caller's final wait.
 class Pool {
   public:
-    void run(long n, int helpers, const std::function<void(long, int)>& fn) {
+    void run(long n, int helpers, const std::function<void(long, int)>& fn, bool owned) {
         std::unique_lock<std::mutex> call(call_m_, std::try_to_lock);
         if (!call.owns_lock() || helpers <= 0 || n <= 1) {
             for (long i = 0; i < n; ++i) fn(i, 0);
             return;
         }
+        helpers = std::min(helpers, MAX_HELPERS);
         bool wake = false;
         {
             std::unique_lock<std::mutex> lk(m_);
@@ -64,20 +67,39 @@ class Pool {
             }
             while (active_.load(std::memory_order_acquire) != 0) wait_briefly();
             fn_ = &fn;
-            total_ = n;
             allowed_ = helpers;
-            next_.store(0, std::memory_order_relaxed);
+            // one range per slot (owned), or all items in range 0 (claimed by everyone)
+            parts_ = owned ? helpers + 1 : 1;
+            for (int s = 0; s < parts_; ++s) {
+                range_[s].next.store(n * s / parts_, std::memory_order_relaxed);
+                range_[s].end = n * (s + 1) / parts_;
+            }
             gen_.fetch_add(1, std::memory_order_release);
             wake = sleepers_ > 0;
         }
         if (wake) cv_.notify_all();
-        for (long i; (i = next_.fetch_add(1)) < n;) fn(i, 0);
+        for (long i; (i = claim(0, parts_)) >= 0;) fn(i, 0);
         for (int k = 0; active_.load() != 0; ++k) {
             if (k < 4096) KEPSPARSE_PAUSE(); else std::this_thread::yield();
         }
     }
 
   private:
+    // The next item for `slot`: its own range's next, else the first left in another range
+    // (parts of them); -1 when every item is claimed. Counters only grow, so a range seen
+    // exhausted stays so.
+    long claim(int slot, int parts) {
+        for (int j = 0; j < parts; ++j) {
+            Range& r = range_[(slot + j) % parts];
+            // acquire: a range seen exhausted by another thread's claim also shows that
+            // thread's registration to the final wait (see the protocol above)
+            if (r.next.load(std::memory_order_acquire) >= r.end) continue;
+            const long i = r.next.fetch_add(1);
+            if (i < r.end) return i;
+        }
+        return -1;
+    }
+
     static void wait_briefly() {
         for (int k = 0; k < 16; ++k) KEPSPARSE_PAUSE();
     }
@@ -103,9 +125,9 @@ class Pool {
             if (slot > allowed_) continue;
             active_.fetch_add(1);  // registered (m_ is held); seq_cst, see below
             const std::function<void(long, int)>* f = fn_;
-            const long n = total_;
+            const int parts = parts_;
             lk.unlock();
-            for (long i; (i = next_.fetch_add(1)) < n;) (*f)(i, slot);
+            for (long i; (i = claim(slot, parts)) >= 0;) (*f)(i, slot);
             active_.fetch_sub(1);
         }
     }
@@ -115,11 +137,16 @@ class Pool {
     std::condition_variable cv_;
     std::vector<std::thread> threads_;
     const std::function<void(long, int)>* fn_ = nullptr;  // guarded by m_ (see above)
-    long total_ = 0;
-    int allowed_ = 0, sleepers_ = 0;
+    int allowed_ = 0, sleepers_ = 0, parts_ = 1;
     std::atomic<uint64_t> gen_{0};
-    std::atomic<long> next_{0};
     std::atomic<int> active_{0};
+    // claim counters, one cache line each (the threads claim from their own)
+    struct alignas(64) Range {
+        std::atomic<long> next{0};
+        long end = 0;  // guarded by m_, like fn_
+    };
+    static constexpr int MAX_HELPERS = 255;
+    Range range_[MAX_HELPERS + 1];
 };
 
 Pool& pool() {
@@ -130,7 +157,11 @@ Pool& pool() {
 }  // namespace
 
 void pool_run(long n, int helpers, const std::function<void(long, int)>& fn) {
-    pool().run(n, helpers, fn);
+    pool().run(n, helpers, fn, false);
+}
+
+void pool_run_owned(long n, int helpers, const std::function<void(long, int)>& fn) {
+    pool().run(n, helpers, fn, true);
 }
 
 int default_threads() {

@@ -18,6 +18,16 @@ namespace kepsparse {
 // Concurrent callers do not share the pool: a second caller runs its items itself.
 void pool_run(long n, int helpers, const std::function<void(long, int)>& fn);
 
+// The same, but slot s first runs its own items [s*n/P, (s+1)*n/P) (P = helpers + 1) in
+// order, and only then takes what is left of the others' (from the front of theirs). A
+// slot is the same thread from call to call, so the calls of one shape give each thread
+// the same pixels: what it packed or wrote in one call, it reads in the next from its
+// own cache. Between the two vCPUs of this VM a cache line takes ~40 ns in some phases and
+// ~200 ns in others (benchmarks/README.md, "Threads and cache lines"); reading the other
+// thread's freshly written half of a layer's input doubled its time. A helper that never
+// starts still costs nothing: the others take its items.
+void pool_run_owned(long n, int helpers, const std::function<void(long, int)>& fn);
+
 // Default thread count: OpenMP's (OMP_NUM_THREADS or the cores) when built with OpenMP.
 int default_threads();
 

@@ -478,3 +478,44 @@ def test_concurrent_callers_share_the_pool_safely(rng):
     for t in ths:
         t.join()
     assert not errors, errors[0]
+
+
+@pytest.mark.parametrize("isa", USABLE_ISAS)
+@pytest.mark.parametrize("kind", ["blocks", "groups"])
+@pytest.mark.parametrize("N,H,W,stride,padding", [
+    (1, 30, 29, 1, (1, 1, 1, 1)),
+    (3, 11, 13, 1, (2, 0, 1, 3)),   # images split between threads mid-image
+    (2, 23, 17, 1, (0, 2, 3, 0)),
+    (1, 31, 30, 2, (1, 1, 1, 1)),   # column stride 2: bands of phase-plane rows
+    (3, 14, 15, (1, 2), (0, 1, 2, 1)),
+    (2, 17, 16, (2, 2), (3, 0, 0, 2)),
+])
+def test_threads_pack_the_rows_they_compute(rng, isa, kind, N, H, W, stride, padding):
+    """With 2 and 3 threads each thread packs the input rows of its own pixel tiles
+    (pool_run_owned, SpconvLayout bands): every packed float must still come out, so the
+    result has the same bits as one thread; and a NaN in any band (the last image's last
+    row, read by the last thread) is found."""
+    C, O = 24, 20
+    w = make_kep_weight(rng, O, C, 3, 3)
+    w[3] = 0  # an empty filter
+    fmt = ks.pack(w, "pattern")
+    plan = cpp.build_plan(fmt, 1, isa) if kind == "blocks" else cpp.build_group_plan(fmt, 1)
+    geo = ConvGeometry.make(stride, padding)
+    (sh, sw), (pt, pb, pl, pr) = geo.stride, geo.padding
+    out_hw = ((H + pt + pb - 3) // sh + 1, (W + pl + pr - 3) // sw + 1)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    bias = rng.standard_normal(O).astype(np.float32)
+    want = cpp._core.spconv_run(plan, isa, x, bias, geo.stride, geo.padding, geo.dilation,
+                                out_hw, True, 1)
+    ref = ks.conv2d(x, fmt, bias, stride, padding, backend="reference", relu=True)
+    np.testing.assert_allclose(want, ref, rtol=1e-4, atol=1e-4)
+    for threads in (2, 3):
+        call = cpp._core.SpconvCall(plan, isa, x.shape, bias, geo.stride, geo.padding,
+                                    geo.dilation, out_hw, threads)
+        assert max(call.thread_counts) >= 2  # the split this test is about
+        for _ in range(8):  # both thread counts of the choice, and buffers reused
+            np.testing.assert_array_equal(call(x, True), want)
+        xn = x.copy()
+        xn[-1, -1, -1, -1] = np.nan
+        assert call(xn, True) is None
+        np.testing.assert_array_equal(call(x, True), want)
