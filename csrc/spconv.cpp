@@ -291,12 +291,10 @@ SpconvLayout::SpconvLayout(const SpconvPlan* bp, const GroupPlan* gp, const std:
 }
 
 // Packs x (strides in floats: x_img, x_plane, x_row) into xr in L's layout. Either planes
-// split over nt threads, or (bands, vector packers only) thread slot k packs rows
-// [bands[k], bands[k+1]) of every channel, rows counted over the images (n*rows + row):
-// the rows its own tiles read first (pool_run_owned). Rows are data rows (stride 1, H per
-// image) or phase-plane rows (column stride 2, Hra per image). False when check_finite
-// and a vector packer copied a NaN/Inf (the scalar packer does not look: its caller scans
-// x first).
+// split over nt threads, or (bands, stride 1 only) thread slot k packs data rows
+// [bands[k], bands[k+1]) of every channel, rows counted over the images (n*H + h): the rows
+// its own tiles read first (pool_run_owned). False when check_finite and a vector packer
+// copied a NaN/Inf (the scalar packer does not look: its caller scans x first).
 static bool pack_input(const SpconvLayout& L, int nt, const float* x, long x_img, long x_plane,
                        long x_row, float* xr, bool check_finite, const long* bands) {
     const long H = L.H, W = L.W, C = L.C, PS = L.PS, Hra = L.Hra, nph = L.nph;
@@ -310,7 +308,7 @@ static bool pack_input(const SpconvLayout& L, int nt, const float* x, long x_img
         if (sw == 1 && sh == 1) {
             return isa.pack_s1(src, x_row, dst, H, W, Wr, pt, pl, PS);  // (spconv_tile.inc)
         } else if (sw == 2) {
-            return isa.pack_sw2(src, x_row, dst, H, W, Wr, Hra, sh, pt, pl, PS, 0, Hra);
+            return isa.pack_sw2(src, x_row, dst, H, W, Wr, Hra, sh, pt, pl, PS);  // even/odd split
         } else {
             // data columns of phase (ra, cb): q in [qlo, qhi) reads source column q*sw + cb - pl
             for (long ra = 0; ra < sh; ++ra)
@@ -344,26 +342,18 @@ static bool pack_input(const SpconvLayout& L, int nt, const float* x, long x_img
 
     std::atomic<bool> finite{true};
     if (bands) {
-        // Stride 1: data row h of a plane, with the gap after it, is the packed floats
+        // Data row h of a plane, with the gap after it, is the packed floats
         // [start(h), start(h + 1)); start(0) = 0 takes the zero rows above, start(H) = PS
         // the ones below. So a band of rows is one pack_s1 call per plane.
         auto start = [&](long h) { return h == 0 ? 0 : h == H ? PS : (pt + h) * Wr + pl; };
-        const long rows = sw == 1 ? H : Hra;
         pool_run_owned(nt, nt - 1, [&](long k, int) {
             bool ok = true;
-            for (long n = bands[k] / rows; n < L.N && n * rows < bands[k + 1]; ++n) {
-                const long ha = std::max(bands[k] - n * rows, 0L);
-                const long hb = std::min(bands[k + 1] - n * rows, rows);
+            for (long n = bands[k] / H; n < L.N && n * H < bands[k + 1]; ++n) {
+                const long ha = std::max(bands[k] - n * H, 0L), hb = std::min(bands[k + 1] - n * H, H);
                 if (ha >= hb) continue;
                 for (long c = 0; c < C; ++c) {
-                    const float* src = x + n * x_img + c * x_plane;
-                    float* dst = xr + (n * C + c) * PS;
-                    if (sw != 1) {
-                        ok &= isa.pack_sw2(src, x_row, dst, H, W, Wr, Hra, sh, pt, pl, PS, ha, hb);
-                        continue;
-                    }
-                    src += ha * x_row;
-                    dst += start(ha);
+                    const float* src = x + n * x_img + c * x_plane + ha * x_row;
+                    float* dst = xr + (n * C + c) * PS + start(ha);
                     const long len = start(hb) - start(ha);
                     ok &= ha == 0 ? isa.pack_s1(src, x_row, dst, hb, W, Wr, pt, pl, len)
                                   : isa.pack_s1(src, x_row, dst, hb - ha, W, Wr, 0, 0, len);
@@ -455,22 +445,21 @@ bool spconv_execute(const SpconvLayout& L, const ConvArgs& a, bool check_finite)
     if (!a.x_packed) {
         float* xr = const_cast<float*>(c.xr);  // this call's own scratch
         long bands[257];
-        const bool s1 = L.sh == 1 && L.sw == 1;
-        const bool by_rows = sp.nt > 1 && sp.nt < 257 && L.vector_pack;
+        // Stride 1 only: with column stride 2 (phase planes) bands measured no better, in
+        // either phase of the machine, than planes (a 64-channel 56x56 layer: 149-179 vs
+        // 174-178 us in a slow phase).
+        const bool by_rows = sp.nt > 1 && sp.nt < 257 && L.sh == 1 && L.sw == 1 && L.vector_pack;
         if (by_rows) {
-            // slot k's first item -> its first output row -> the first row it reads: with
-            // stride 1 the data row that output row starts on, with column stride 2 the
-            // phase-plane row of the same number (output row r reads phase rows r, r + 1..)
+            // slot k's first item -> its first output row -> the data row that row starts on
             const long Wr = L.ctx.Wr, T = L.ctx.T, head = (long)L.pt * Wr + L.pl;
-            const long rows = s1 ? H : L.Hra;
             bands[0] = 0;
-            bands[sp.nt] = N * rows;
+            bands[sp.nt] = N * H;
             for (int k = 1; k < sp.nt; ++k) {
                 const long it = items * (runs * k / sp.nt) / runs;
                 const long nt_idx = it / nchunks, n = nt_idx / ntiles;
                 const long i0 = (nt_idx % ntiles) * T;
-                const long r = s1 ? (i0 - head + Wr - 1) / Wr : i0 / Wr;
-                bands[k] = std::max(bands[k - 1], n * rows + std::min(rows, std::max(0L, r)));
+                const long h = std::min(H, std::max(0L, (i0 - head + Wr - 1) / Wr));
+                bands[k] = std::max(bands[k - 1], n * H + h);
             }
         }
         if (!pack_input(L, sp.nt, x, x_img, x_plane, x_row, xr, check_finite,

@@ -121,11 +121,10 @@ struct SpconvIsa {
     // float they copied is NaN/Inf.
     bool (*pack_s1)(const float* src, long src_row, float* dst, long H, long W, long Wr,
                     long pt, long pl, long PS);
-    // Column stride 2 (any row stride sh): rows [r0, r1) of the 2*sh phase planes of one
-    // input plane, then (r1 == Hra) zeros up to PS (layout: pack_input in spconv.cpp).
-    // Reads only the plane's H x W data.
+    // Column stride 2 (any row stride sh): the 2*sh phase planes of one input plane, then
+    // zeros up to PS (layout: pack_input in spconv.cpp). Reads only the plane's H x W data.
     bool (*pack_sw2)(const float* src, long src_row, float* dst, long H, long W, long Wr,
-                     long Hra, long sh, long pt, long pl, long PS, long r0, long r1);
+                     long Hra, long sh, long pt, long pl, long PS);
 };
 
 const SpconvIsa& spconv_isa_avx512();

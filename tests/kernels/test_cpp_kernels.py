@@ -486,15 +486,15 @@ def test_concurrent_callers_share_the_pool_safely(rng):
     (1, 30, 29, 1, (1, 1, 1, 1)),
     (3, 11, 13, 1, (2, 0, 1, 3)),   # images split between threads mid-image
     (2, 23, 17, 1, (0, 2, 3, 0)),
-    (1, 31, 30, 2, (1, 1, 1, 1)),   # column stride 2: bands of phase-plane rows
+    (1, 31, 30, 2, (1, 1, 1, 1)),   # stride 2: planes packed, tiles still owned
     (3, 14, 15, (1, 2), (0, 1, 2, 1)),
     (2, 17, 16, (2, 2), (3, 0, 0, 2)),
 ])
 def test_threads_pack_the_rows_they_compute(rng, isa, kind, N, H, W, stride, padding):
-    """With 2 and 3 threads each thread packs the input rows of its own pixel tiles
-    (pool_run_owned, SpconvLayout bands): every packed float must still come out, so the
-    result has the same bits as one thread; and a NaN in any band (the last image's last
-    row, read by the last thread) is found."""
+    """With 2 and 3 threads each thread computes its own pixel tiles (pool_run_owned) and,
+    at stride 1, packs the input rows they read (bands of rows): every packed float must
+    still come out, so the result has the same bits as one thread; and a NaN in any band
+    (the last image's last row, packed by the last thread) is found."""
     C, O = 24, 20
     w = make_kep_weight(rng, O, C, 3, 3)
     w[3] = 0  # an empty filter
