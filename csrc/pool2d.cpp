@@ -25,15 +25,15 @@ struct PoolGeom {
 // rows. t (Wp floats, -inf outside [c0, c1)) takes an output row's column maxima, then the
 // row's outputs take the max of kw of them. The inner loops run over contiguous (or
 // stride-2) floats; the function is compiled per ISA by target_clones (run-time dispatch,
-// baseline wheel), 16 lanes on AVX-512. One call per plane: per-row calls of the same loops
-// spent most of their time entering and leaving them.
+// baseline wheel), 16 lanes on AVX-512. One call per plane (output rows [oh0, oh1)):
+// per-row calls of the same loops spent most of their time entering and leaving them.
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void max_pool_plane(const float* __restrict xp, float* __restrict yp, float* __restrict t,
-                    const PoolGeom& g) {
+                    const PoolGeom& g, long oh0, long oh1) {
     const float lowest = -std::numeric_limits<float>::infinity();
     const long n = g.c1 - g.c0;
     float* __restrict td = t + g.c0;
-    for (long oh = 0; oh < g.Ho; ++oh) {
+    for (long oh = oh0; oh < oh1; ++oh) {
         bool first = true;
         for (int i = 0; i < g.kh; ++i) {
             const long ih = oh * g.sh - g.pt + (long)i * g.dh;
@@ -83,13 +83,18 @@ void max_pool2d_f32(const float* x, long planes, long H, long W, float* y, long 
     // work in the conv's units (~0.02 ns each on one Zen 5 core): a window tap here costs
     // about 10 (ResNet-18's stem pooling: 1.8 M taps in 0.37 ms with the former loop)
     const int nt = threads_for_work(10.0 * planes * Ho * Wo * kh * kw, threads);
-    const long items = std::min<long>(planes, 4L * nt);
     // one padded row per pool slot, -inf outside the data columns (never written there);
     // allocated here: the items must not throw
     std::vector<std::vector<float>> rows(nt, std::vector<float>((size_t)g.Wp, lowest));
-    pool_run(items, nt - 1, [&](long item, int slot) {
-        for (long p = planes * item / items; p < planes * (item + 1) / items; ++p)
-            max_pool_plane(x + p * H * W, y + p * Ho * Wo, rows[slot].data(), g);
+    // Thread slot k pools output rows [k*Ho/nt, (k+1)*Ho/nt) of every plane
+    // (pool_run_owned): the input rows a conv's thread k wrote (its own pixel tiles, the
+    // same part of the image) and the output rows the next conv's thread k packs. Split by
+    // planes, each thread read half its input from the other's cache (benchmarks/README.md,
+    // "Threads and cache lines").
+    pool_run_owned(nt, nt - 1, [&](long k, int slot) {
+        const long oh0 = Ho * k / nt, oh1 = Ho * (k + 1) / nt;
+        for (long p = 0; p < planes; ++p)
+            max_pool_plane(x + p * H * W, y + p * Ho * Wo, rows[slot].data(), g, oh0, oh1);
     });
 }
 

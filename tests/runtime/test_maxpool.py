@@ -68,7 +68,7 @@ def test_non_float32_keeps_the_numpy_path():
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_threaded_max_pool_is_identical(threads):
-    """Large enough to be split over threads (planes per pool item, odd counts)."""
+    """Large enough to be split over threads (bands of output rows, odd counts)."""
     x = np.random.default_rng(2).standard_normal((2, 13, 112, 111)).astype(np.float32)
     a = dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
     y = ops.max_pool(a, [x], threads=threads)
