@@ -23,6 +23,14 @@ calm() {
     sleep 10; waited=$((waited + 10))
   done
   echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) (waited ${waited}s)" >&2
+  phase
+}
+# which phase of the VM a run saw: the cache-line transfer time between the two vCPUs
+# (~40 ns or ~210 ns here; benchmarks/README.md, "Threads and cache lines")
+PINGPONG=$(mktemp -u /tmp/vcpu_pingpong.XXXXXX)
+if ! g++ -O2 -pthread benchmarks/vcpu_pingpong.cpp -o "$PINGPONG" 2>/dev/null; then PINGPONG=; fi
+phase() {
+  if [[ -n "$PINGPONG" ]]; then echo "$(date -u +%H:%M:%S) $("$PINGPONG")" >&2; fi
 }
 COMMON=(--budget "$BUDGET" --warmup "$WARMUP" --stat "$STAT" --table summary --heading-level 2)
 # ASSEMBLE_ONLY=1: skip the runs, rebuild RESULTS.md from results/*.md + results_manual.md
@@ -45,6 +53,7 @@ $KS bench --networks resnet50,vgg16_cifar,resnet56_cifar "${LAYER_OPT[@]}" --spa
   --structures kep,random --batches 1 --threads 2 "${COMMON[@]}" \
   --json $OUT/other_networks.json --plot $OUT/other_networks.png --markdown $OUT/other_networks.md \
   --title "C. ResNet-50, VGG-16 (CIFAR), ResNet-56 (CIFAR) at 90 %, batch 1, 2 threads"
+phase
 fi
 
 {
