@@ -27,8 +27,12 @@ calm() {
 }
 # which phase of the VM a run saw: the cache-line transfer time between the two vCPUs
 # (~40 ns or ~210 ns here; benchmarks/README.md, "Threads and cache lines")
-PINGPONG=$(mktemp -u /tmp/vcpu_pingpong.XXXXXX)
-if ! g++ -O2 -pthread benchmarks/vcpu_pingpong.cpp -o "$PINGPONG" 2>/dev/null; then PINGPONG=; fi
+PINGPONG=
+if [[ "${ASSEMBLE_ONLY:-0}" != 1 ]]; then
+  PINGPONG=$(mktemp /tmp/vcpu_pingpong.XXXXXX)
+  trap "rm -f '$PINGPONG'" EXIT
+  if ! g++ -O2 -pthread benchmarks/vcpu_pingpong.cpp -o "$PINGPONG" 2>/dev/null; then PINGPONG=; fi
+fi
 phase() {
   if [[ -n "$PINGPONG" ]]; then echo "$(date -u +%H:%M:%S) $("$PINGPONG")" >&2; fi
 }
