@@ -166,9 +166,9 @@ def _ints(v) -> list[int]:
 
 
 def _pad_plan(shape, pads, axes):
-    """Pad's index work for an input of ``shape``: (crop, out_shape, middle) where crop is
-    the index of the negative pads' cut (None: none) and middle the input's place in the
-    output."""
+    """Pad's index work for an input of ``shape``: (crop, out_shape, middle, width). crop:
+    the index of the negative pads' cut (None: none); middle: the cropped input's place in
+    the output; width: the (before, after) pads np.pad takes for the other modes."""
     r = len(shape)
     axes = list(range(r)) if axes is None else [v % r for v in axes]
     if len(pads) != 2 * len(axes):
@@ -180,7 +180,7 @@ def _pad_plan(shape, pads, axes):
     if min(before + after) < 0:  # negative pads crop first
         crop = tuple(slice(max(-b, 0), shape[d] - max(-e, 0))
                      for d, (b, e) in enumerate(zip(before, after)))
-        shape = tuple(max(0, min(d, c.stop) - c.start) for d, c in zip(shape, crop))
+        shape = tuple(len(range(*c.indices(d))) for d, c in zip(shape, crop))
     width = [(max(b, 0), max(e, 0)) for b, e in zip(before, after)]
     out_shape = tuple(d + b + e for d, (b, e) in zip(shape, width))
     if math.prod(out_shape) > MAX_TENSOR_ELEMENTS:  # before anything allocates it
