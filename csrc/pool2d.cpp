@@ -1,6 +1,7 @@
 #include "pool2d.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <limits>
 #include <vector>
 
@@ -31,7 +32,8 @@ struct PoolGeom {
 // rows. t (Wp floats, -inf outside [c0, c1)) takes an output row's column maxima, then the
 // row's outputs take the max of kw of them. The inner loops run over contiguous (or
 // stride-2) floats; the function is compiled per ISA by target_clones (run-time dispatch,
-// baseline wheel), 16 lanes on AVX-512. One call per plane (output rows [oh0, oh1)):
+// baseline wheel). On AVX-512 CPUs column strides 1 and 2 take max_pool_plane_avx512
+// below instead. One call per plane (output rows [oh0, oh1)):
 // per-row calls of the same loops spent most of their time entering and leaving them.
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void max_pool_plane(const float* __restrict xp, float* __restrict yp, float* __restrict t,
@@ -154,7 +156,8 @@ void max_pool2d_f32(const float* x, long planes, long H, long W, float* y, long 
     // one padded row per pool slot, -inf outside the data columns (never written there);
     // allocated here: the items must not throw
 #if KEPSPARSE_POOL_AVX512
-    static const bool avx512 = detect_cpu_features().avx512f;
+    // KEPSPARSE_POOL_GENERIC=1 (read once) keeps the portable loop: tests compare the two
+    static const bool avx512 = detect_cpu_features().avx512f && !std::getenv("KEPSPARSE_POOL_GENERIC");
     const bool vec = avx512 && (sw == 1 || sw == 2);
     const size_t row_floats = (size_t)g.Wp + (vec ? T_SLACK : 0);
 #else

@@ -84,3 +84,55 @@ def test_global_average_pool_gives_the_bits_of_mean(dtype, shape):
     expected = x.mean(axis=tuple(range(2, x.ndim)), keepdims=True).astype(dtype)
     assert y.dtype == dtype and y.shape == expected.shape
     np.testing.assert_array_equal(y, expected)
+
+
+_BOTH_LOOPS = r"""
+import itertools, sys
+import numpy as np
+from kepsparse.runtime import ops
+sys.path.insert(0, {tests!r})
+from test_maxpool import GEOMETRIES
+rng = np.random.default_rng(4)
+out = []
+for a in GEOMETRIES:
+    for shape in [(1, 2, 9, 70), (1, 1, 6, 37), (2, 3, 112, 111)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        flat = x.reshape(-1)
+        flat[rng.choice(flat.size, 8, replace=False)] = [np.nan, np.inf, -np.inf, 0.0, -0.0,
+                                                         np.nan, -0.0, 0.0]
+        # windows whose maximum is a zero of either sign: which one is kept must match too
+        z = -np.abs(rng.standard_normal(shape)).astype(np.float32)
+        z[rng.random(shape) < 0.4] = 0.0
+        z[rng.random(shape) < 0.2] = -0.0
+        for v in (x, z):
+            try:
+                out.append(ops.max_pool(a, [v], threads=2).view(np.uint32))
+            except ValueError:
+                out.append(None)
+np.savez({path!r}, *[o if o is not None else np.zeros(0, np.uint32) for o in out])
+"""
+
+
+def test_vector_and_portable_loops_give_the_same_bits(tmp_path):
+    """On an AVX-512 CPU, column strides 1 and 2 run max_pool_plane_avx512; the portable loop
+    (KEPSPARSE_POOL_GENERIC=1, what other CPUs run) must give the same bits, NaN payloads and
+    the signs of zeros included. Each loop runs in its own process (the switch is read once)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    results = []
+    for generic in (False, True):
+        path = tmp_path / f"y_{int(generic)}.npz"
+        env = dict(os.environ)
+        env.pop("KEPSPARSE_POOL_GENERIC", None)
+        if generic:
+            env["KEPSPARSE_POOL_GENERIC"] = "1"
+        code = _BOTH_LOOPS.format(tests=str(Path(__file__).parent), path=str(path))
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
+        with np.load(path) as f:
+            results.append([f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))])
+    assert len(results[0]) == len(results[1]) > 0
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
