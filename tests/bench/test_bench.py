@@ -233,3 +233,21 @@ def test_from_json_rerender_judges_auto(tmp_path):
                      "--plot", str(tmp_path / "r.png")]) == 0
     text = md.read_text()
     assert "KEP pattern @90%: auto (C++) >= 6x onnxruntime: 2.00x -> MISSED" in text
+
+
+def test_codegen_probe_checks_and_times_a_layer():
+    """benchmarks/codegen_probe.py (session 8's probe of code generated per layer) compiles a
+    small layer, checks it against the reference and times it."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from kepsparse.kernels.cpp import _features
+    if shutil.which("g++") is None or not _features().get("avx512f"):
+        pytest.skip("needs g++ and an AVX-512 CPU")
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "codegen_probe.py"
+    out = subprocess.run([sys.executable, str(script), "--channels", "8", "8", "--size", "8",
+                          "--calls", "20"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "generated: min" in out.stdout and "kepsparse" in out.stdout
