@@ -28,6 +28,14 @@ struct PoolGeom {
     int kh, kw, sh, sw, pt, pl, dh, dw;
 };
 
+// Window row i of output row oh: its first data column (c0) in the input plane xp, or null
+// when that row lies outside x (padding, ceil mode) or the window has no data column.
+inline const float* window_row(const float* xp, const PoolGeom& g, long oh, int i) {
+    const long ih = oh * g.sh - g.pt + (long)i * g.dh;
+    if (ih < 0 || ih >= g.H || g.c1 <= g.c0) return nullptr;
+    return xp + ih * g.W + (g.c0 - g.pl);
+}
+
 // One plane, separably: a window's max is the max over its columns of the max over its
 // rows. t (Wp floats, -inf outside [c0, c1)) takes an output row's column maxima, then the
 // row's outputs take the max of kw of them. The inner loops run over contiguous (or
@@ -44,9 +52,8 @@ void max_pool_plane(const float* __restrict xp, float* __restrict yp, float* __r
     for (long oh = oh0; oh < oh1; ++oh) {
         bool first = true;
         for (int i = 0; i < g.kh; ++i) {
-            const long ih = oh * g.sh - g.pt + (long)i * g.dh;
-            if (ih < 0 || ih >= g.H || n <= 0) continue;
-            const float* __restrict xr = xp + ih * g.W + (g.c0 - g.pl);
+            const float* __restrict xr = window_row(xp, g, oh, i);
+            if (!xr) continue;
             if (first)
                 for (long q = 0; q < n; ++q) td[q] = xr[q];
             else
@@ -87,6 +94,10 @@ constexpr long T_SLACK = 64;
 
 #pragma GCC push_options
 #pragma GCC target("avx512f")
+// GCC 12 warns that _mm512_undefined_ps() (inside _mm512_max_ps) is uninitialised: it is
+// meant to be; the warning is a known false positive (as in spconv_avx512.cpp).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 // max_pool_plane for column stride 1 or 2 on AVX-512, with no scalar code: the passes run
 // over whole vectors, tails masked (GCC's vectorised loops of the generic version ended in
 // scalar remainders whose branches mispredicted on random data: ~60 ns per 56-wide output
@@ -109,9 +120,8 @@ void max_pool_plane_avx512(const float* __restrict xp, float* __restrict yp, flo
         // column maxima of the window rows inside x, over the data columns
         bool first = true;
         for (int i = 0; i < g.kh; ++i) {
-            const long ih = oh * g.sh - g.pt + (long)i * g.dh;
-            if (ih < 0 || ih >= g.H || n <= 0) continue;
-            const float* __restrict xr = xp + ih * g.W + (g.c0 - g.pl);
+            const float* __restrict xr = window_row(xp, g, oh, i);
+            if (!xr) continue;
             for (long q = 0; q < n; q += 16) {
                 const __mmask16 k = first_lanes(n - q);
                 const __m512 v = _mm512_maskz_loadu_ps(k, xr + q);
@@ -138,6 +148,7 @@ void max_pool_plane_avx512(const float* __restrict xp, float* __restrict yp, flo
         }
     }
 }
+#pragma GCC diagnostic pop
 #pragma GCC pop_options
 #endif
 
