@@ -455,7 +455,7 @@ class GraphModel(SparseModel):
             bound = ops.bind_constant_operands(
                 node.op, a, [None, *(consts[t] if t else None for t in node.inputs[1:])])
             return lambda xs, capture: bound(xs[0])
-        if node.op == "MaxPool":  # the C++ loop splits planes over threads
+        if node.op == "MaxPool":  # the C++ loop splits output rows over threads
             return lambda xs, capture: func(a, xs, reuse, threads=threads)
         step = lambda xs, capture: func(a, xs, reuse)  # noqa: E731
         if node.op in ("Gemm", "MatMul"):  # BLAS on one thread (see kepsparse/blas.py)
